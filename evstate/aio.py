@@ -1,0 +1,94 @@
+"""An asyncio facade: :func:`open` returns an :class:`AsyncStore`.
+
+Writes (which may wait for an fsync) and open/close/flush run on a small thread pool, so
+they never block the event loop on disk I/O. Reads are answered from memory and never
+touch the disk, so they run inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import evstate
+from evstate.config import Config
+from evstate.store import Store
+
+__all__ = ["AsyncStore", "open"]
+
+_T = TypeVar("_T")
+
+
+class AsyncStore:
+    """Async wrapper over a :class:`evstate.Store`; same methods, awaitable.
+
+    Safe to use from several tasks at once; the store serializes writes.
+    """
+
+    def __init__(self, store: Store, *, max_workers: int = 8) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="evstate-aio")
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def set(self, scope: str, key: str, value: Any) -> dict[str, Any]:
+        """See :meth:`evstate.Store.set`."""
+        return await self._run(self.store.set, scope, key, value)
+
+    async def update(self, scope: str, key: str, ops: Any) -> dict[str, Any]:
+        """See :meth:`evstate.Store.update`."""
+        return await self._run(self.store.update, scope, key, ops)
+
+    async def delete(self, scope: str, key: str) -> Any:
+        """See :meth:`evstate.Store.delete`."""
+        return await self._run(self.store.delete, scope, key)
+
+    async def get(self, scope: str, key: str) -> Any:
+        """See :meth:`evstate.Store.get` (answered from memory, inline)."""
+        return self.store.get(scope, key)
+
+    async def list(self, scope: str) -> dict[str, Any]:
+        """See :meth:`evstate.Store.list` (answered from memory, inline)."""
+        return self.store.list(scope)
+
+    async def list_groups(self) -> dict[str, builtins.list[str]]:
+        """See :meth:`evstate.Store.list_groups`."""
+        return self.store.list_groups()
+
+    async def call(self, function_id: str, payload: Mapping[str, Any] | None = None) -> Any:
+        """See :meth:`evstate.Store.call` (runs on the pool: it may write)."""
+        return await self._run(self.store.call, function_id, payload)
+
+    async def flush(self) -> None:
+        """See :meth:`evstate.Store.flush`."""
+        await self._run(self.store.flush)
+
+    async def close(self) -> None:
+        """Close the store (durably) and the thread pool."""
+        try:
+            await self._run(self.store.close)
+        finally:
+            self._pool.shutdown(wait=False)
+
+    async def __aenter__(self) -> AsyncStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def open(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    config: str | os.PathLike[str] | Config | None = None,
+    **options: Any,
+) -> AsyncStore:
+    """Open a store off the event loop (recovery reads the log); see :func:`evstate.open`."""
+    loop = asyncio.get_running_loop()
+    store = await loop.run_in_executor(None, lambda: evstate.open(path, config=config, **options))
+    return AsyncStore(store)

@@ -1,0 +1,75 @@
+"""The file-system layer: every byte the file store writes goes through :class:`DiskIO`.
+
+Keeping all I/O behind one small object lets tests substitute a fault-injecting version
+(forget unsynced bytes, fail at named points) without touching the engine.
+Durability rule (docs/reliability.md): a file's data is durable after :meth:`fsync`; a
+file's *name* (create, rename, unlink) is durable after :meth:`fsync_dir` of its directory.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["DiskIO"]
+
+
+class DiskIO:
+    """Thin wrapper over ``os`` calls; thread-safe (holds no state)."""
+
+    def open_append(self, path: str) -> int:
+        """Open an existing file for appending; returns a file descriptor."""
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+    def create_exclusive(self, path: str) -> int:
+        """Create a new file (fails if it exists) open for appending."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        return os.open(path, flags, 0o644)
+
+    def write_all(self, fd: int, data: bytes) -> None:
+        """Write every byte of ``data`` (retrying short writes); raises OSError."""
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def fsync(self, fd: int) -> None:
+        """Make the file's data durable (``fdatasync``); raises OSError."""
+        os.fdatasync(fd)
+
+    def fsync_dir(self, directory: str) -> None:
+        """Make the directory's entries (creates, renames, unlinks) durable."""
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def truncate(self, fd: int, size: int) -> None:
+        """Cut the file to ``size`` bytes."""
+        os.ftruncate(fd, size)
+
+    def close(self, fd: int) -> None:
+        """Close a descriptor."""
+        os.close(fd)
+
+    def read_file(self, path: str) -> bytes:
+        """Return a whole file's bytes."""
+        with open(path, "rb") as f:
+            return f.read()
+
+    def listdir(self, directory: str) -> list[str]:
+        """Names in ``directory``."""
+        return os.listdir(directory)
+
+    def remove(self, path: str) -> None:
+        """Unlink a file (call :meth:`fsync_dir` to make it durable)."""
+        os.unlink(path)
+
+    def truncate_path(self, path: str, size: int) -> None:
+        """Cut the file at ``path`` to ``size`` bytes and make that durable."""
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)

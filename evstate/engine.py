@@ -1,0 +1,70 @@
+"""The in-memory state: ``scope -> key -> encoded value``.
+
+Values are kept as their encoded CBOR bytes (the same bytes the log holds): compact in
+memory, and every read decodes a fresh object, so callers can never mutate stored state.
+Within a scope, keys keep insertion order (an overwrite keeps its place), as the iii
+``kv`` adapter does; a scope with no keys left is dropped.
+
+Threading: mutations (:meth:`put`, :meth:`remove`, :meth:`apply`) run under the store's
+write lock. Reads take no lock: each read is a single dict operation or a C-level copy,
+which is atomic under the GIL.
+"""
+
+from __future__ import annotations
+
+from evstate.events import DELETED, EventRecord
+
+__all__ = ["StateTable"]
+
+
+class StateTable:
+    """The current state, as encoded values."""
+
+    __slots__ = ("_scopes",)
+
+    def __init__(self) -> None:
+        self._scopes: dict[str, dict[str, bytes]] = {}
+
+    def get(self, scope: str, key: str) -> bytes | None:
+        """Encoded value of ``scope/key``, or ``None`` if the key does not exist."""
+        keys = self._scopes.get(scope)
+        return None if keys is None else keys.get(key)
+
+    def put(self, scope: str, key: str, value: bytes) -> None:
+        """Store an encoded value (creates the scope if needed)."""
+        keys = self._scopes.get(scope)
+        if keys is None:
+            self._scopes[scope] = {key: value}
+        else:
+            keys[key] = value
+
+    def remove(self, scope: str, key: str) -> None:
+        """Remove a key if present; drop the scope when it becomes empty."""
+        keys = self._scopes.get(scope)
+        if keys is not None and keys.pop(key, None) is not None and not keys:
+            del self._scopes[scope]
+
+    def apply(self, record: EventRecord) -> None:
+        """Apply a logged event (replay)."""
+        if record.type_code == DELETED:
+            self.remove(record.scope, record.key)
+        else:
+            assert record.new is not None
+            self.put(record.scope, record.key, record.new)
+
+    def items(self, scope: str) -> dict[str, bytes]:
+        """A copy of one scope's ``key -> encoded value`` map, in insertion order."""
+        keys = self._scopes.get(scope)
+        return {} if keys is None else keys.copy()
+
+    def scopes(self) -> list[str]:
+        """Sorted names of the scopes holding at least one key."""
+        return sorted(self._scopes.copy())
+
+    def key_count(self) -> int:
+        """Number of keys across all scopes."""
+        return sum(len(keys) for keys in self._scopes.copy().values())
+
+    def scope_map(self) -> dict[str, dict[str, bytes]]:
+        """A copy of the whole table (for comparisons and snapshots)."""
+        return {scope: keys.copy() for scope, keys in self._scopes.copy().items()}

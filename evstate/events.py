@@ -1,0 +1,154 @@
+"""State-change events and their log record encoding.
+
+Format: see docs/format.md §2 (record payload). An event is what every ``set``, ``update``
+and ``delete`` appends to the log: a gap-free ``revision``, a millisecond ``timestamp``,
+the ``event_type`` (``created`` / ``updated`` / ``deleted``, as in iii), ``scope``, ``key``,
+and the old and new values.
+
+Values travel inside records as their own encoded CBOR items, carried as byte strings
+(``None`` when there is no value: the key did not exist, or was deleted). The store keeps
+the same bytes in memory, so a write encodes a value once and replay never re-encodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+import cbor2
+
+from evstate.values import decode_value
+
+__all__ = [
+    "CREATED",
+    "DELETED",
+    "EVENT_TYPE_CODES",
+    "EVENT_TYPE_NAMES",
+    "RECORD_KIND_EVENT",
+    "UPDATED",
+    "Event",
+    "EventRecord",
+    "RecordDecodeError",
+    "decode_record",
+    "encode_record",
+]
+
+# docs/format.md §2: record kinds and event type codes.
+RECORD_KIND_EVENT: Final = 1
+CREATED: Final = 1
+UPDATED: Final = 2
+DELETED: Final = 3
+EVENT_TYPE_NAMES: Final[dict[int, str]] = {
+    CREATED: "created",
+    UPDATED: "updated",
+    DELETED: "deleted",
+}
+EVENT_TYPE_CODES: Final[dict[str, int]] = {v: k for k, v in EVENT_TYPE_NAMES.items()}
+
+
+class RecordDecodeError(ValueError):
+    """A record payload passed its checksum but does not have the record shape."""
+
+
+class EventRecord(NamedTuple):
+    """One event as stored: values are encoded CBOR items (``None`` = no value)."""
+
+    revision: int
+    timestamp: int
+    type_code: int
+    scope: str
+    key: str
+    old: bytes | None
+    new: bytes | None
+
+    def to_event(self) -> Event:
+        """Decode the values into a public :class:`Event` (fresh objects every call)."""
+        return Event(
+            revision=self.revision,
+            timestamp=self.timestamp,
+            event_type=EVENT_TYPE_NAMES[self.type_code],
+            scope=self.scope,
+            key=self.key,
+            old_value=None if self.old is None else decode_value(self.old),
+            new_value=None if self.new is None else decode_value(self.new),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A state change, as the State module doc's triggers see it.
+
+    ``message_type`` is always ``"state"``; ``event_type`` is ``"created"``, ``"updated"``
+    or ``"deleted"``; ``old_value`` is ``None`` for a created key (and for a delete of a
+    missing key); ``new_value`` is ``None`` for deleted.
+    """
+
+    revision: int
+    timestamp: int
+    event_type: str
+    scope: str
+    key: str
+    old_value: Any
+    new_value: Any
+
+    @property
+    def message_type(self) -> str:
+        """Always ``"state"``."""
+        return "state"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The doc's event shape plus ``revision`` and ``timestamp``."""
+        return {
+            "message_type": "state",
+            "event_type": self.event_type,
+            "scope": self.scope,
+            "key": self.key,
+            "old_value": self.old_value,
+            "new_value": self.new_value,
+            "revision": self.revision,
+            "timestamp": self.timestamp,
+        }
+
+    def to_iii(self) -> dict[str, Any]:
+        """The iii engine's wire event (reference §4.3): ``type`` and ``state:<kind>``."""
+        return {
+            "type": "state",
+            "event_type": "state:" + self.event_type,
+            "scope": self.scope,
+            "key": self.key,
+            "old_value": self.old_value,
+            "new_value": self.new_value,
+        }
+
+
+def encode_record(record: EventRecord) -> bytes:
+    """Encode an event record payload (docs/format.md §2). Never raises for valid records."""
+    return cbor2.dumps([RECORD_KIND_EVENT, *record])  # type: ignore[no-any-return,unused-ignore]
+
+
+def decode_record(payload: bytes | memoryview) -> EventRecord:
+    """Decode a record payload.
+
+    Raises:
+        RecordDecodeError: the payload is not a well-formed event record.
+    """
+    try:
+        item = cbor2.loads(payload)
+    except Exception as exc:  # cbor2 raises several types for bad input
+        raise RecordDecodeError(f"undecodable record payload: {exc}") from None
+    if type(item) is not list or len(item) != 8 or item[0] != RECORD_KIND_EVENT:
+        raise RecordDecodeError("record payload is not an event record")
+    _, revision, timestamp, type_code, scope, key, old, new = item
+    if (
+        type(revision) is not int
+        or revision < 1
+        or type(timestamp) is not int
+        or type_code not in EVENT_TYPE_NAMES
+        or type(scope) is not str
+        or type(key) is not str
+        or (old is not None and type(old) is not bytes)
+        or (new is not None and type(new) is not bytes)
+        or (type_code == DELETED) != (new is None)
+    ):
+        raise RecordDecodeError("record payload fields have the wrong types")
+    return EventRecord(revision, timestamp, type_code, scope, key, old, new)

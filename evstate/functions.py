@@ -1,0 +1,167 @@
+"""The iii function surface: ``call(function_id, payload)`` over a store.
+
+Maps the six state functions, in the engine's ``state::set`` spelling and the doc's
+``state.set`` spelling, onto store methods, decoding payloads with the engine's rules
+(reference §2): unknown fields are ignored, ``data`` is an alias of ``value``, and a
+payload that does not decode fails with ``deserialization_error`` and a serde-style
+message. The one difference between spellings: ``state::list`` returns the list of values
+(the engine), ``state.list`` the ``{key: value}`` mapping (the doc).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from evstate.errors import FunctionNotFoundError, InvalidRequestError, StorageError
+
+__all__ = ["FUNCTION_IDS", "StateFunctions", "call_function", "serde_type"]
+
+
+class StateFunctions(Protocol):
+    """What :func:`call_function` needs of a store."""
+
+    def set(self, scope: str, key: str, value: Any) -> dict[str, Any]: ...  # noqa: D102
+    def get(self, scope: str, key: str) -> Any: ...  # noqa: D102
+    def delete(self, scope: str, key: str) -> Any: ...  # noqa: D102
+    def update(self, scope: str, key: str, ops: Any) -> dict[str, Any]: ...  # noqa: D102
+    def list(self, scope: str) -> dict[str, Any]: ...  # noqa: D102
+    def list_values(self, scope: str) -> builtins.list[Any]: ...  # noqa: D102
+    def list_groups(self) -> dict[str, builtins.list[str]]: ...  # noqa: D102
+
+
+def serde_type(value: object) -> str:
+    """Describe a JSON value the way serde's ``invalid type`` messages do."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean `{'true' if value else 'false'}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    if isinstance(value, float):
+        return f"floating point `{value}`"
+    if isinstance(value, str):
+        return f'string "{value}"'
+    if isinstance(value, list | tuple):
+        return "sequence"
+    if isinstance(value, Mapping):
+        return "map"
+    return type(value).__name__
+
+
+class _Payload:
+    """Field access with serde-style errors for one function's input struct."""
+
+    def __init__(self, function_id: str, struct: str, payload: object) -> None:
+        self.function_id = function_id
+        if not isinstance(payload, Mapping):
+            self.fail(f"invalid type: {serde_type(payload)}, expected struct {struct}")
+        self.data: Mapping[str, Any] = payload  # type: ignore[assignment]
+
+    def fail(self, detail: str) -> None:
+        raise InvalidRequestError(f"Failed to deserialize input for {self.function_id}: {detail}")
+
+    def string(self, name: str) -> str:
+        if name not in self.data:
+            self.fail(f"missing field `{name}`")
+        value = self.data[name]
+        if type(value) is not str:
+            self.fail(f"invalid type: {serde_type(value)}, expected a string")
+        return value  # type: ignore[no-any-return]
+
+    def value(self) -> Any:
+        for name in ("value", "data"):
+            if name in self.data:
+                return self.data[name]
+        self.fail("missing field `value`")
+
+    def required(self, name: str) -> Any:
+        if name not in self.data:
+            self.fail(f"missing field `{name}`")
+        return self.data[name]
+
+
+def _set(store: StateFunctions, fid: str, payload: object) -> Any:
+    p = _Payload(fid, "StateSetInput", payload)
+    return store.set(p.string("scope"), p.string("key"), p.value())
+
+
+def _get(store: StateFunctions, fid: str, payload: object) -> Any:
+    p = _Payload(fid, "StateGetInput", payload)
+    return store.get(p.string("scope"), p.string("key"))
+
+
+def _delete(store: StateFunctions, fid: str, payload: object) -> Any:
+    p = _Payload(fid, "StateDeleteInput", payload)
+    return store.delete(p.string("scope"), p.string("key"))
+
+
+def _update(store: StateFunctions, fid: str, payload: object) -> Any:
+    p = _Payload(fid, "StateUpdateInput", payload)
+    scope, key, ops = p.string("scope"), p.string("key"), p.required("ops")
+    try:
+        return store.update(scope, key, ops)
+    except InvalidRequestError as exc:
+        if exc.code != "deserialization_error" or exc.message.startswith("Failed to"):
+            raise
+        raise InvalidRequestError(
+            f"Failed to deserialize input for {fid}: {exc.message}", code=exc.code
+        ) from None
+
+
+def _list_values(store: StateFunctions, fid: str, payload: object) -> Any:
+    return store.list_values(_Payload(fid, "StateListInput", payload).string("scope"))
+
+
+def _list_mapping(store: StateFunctions, fid: str, payload: object) -> Any:
+    return store.list(_Payload(fid, "StateListInput", payload).string("scope"))
+
+
+def _list_groups(store: StateFunctions, fid: str, payload: object) -> Any:
+    _Payload(fid, "StateListGroupsInput", payload)
+    return store.list_groups()
+
+
+_Handler = Callable[[StateFunctions, str, object], Any]
+
+# function id -> (handler, iii error code and message prefix for storage failures)
+_FUNCTIONS: dict[str, tuple[_Handler, str, str]] = {}
+for _sep in ("::", "."):
+    _FUNCTIONS[f"state{_sep}set"] = (_set, "SET_ERROR", "Failed to set value")
+    _FUNCTIONS[f"state{_sep}get"] = (_get, "GET_ERROR", "Failed to get value")
+    _FUNCTIONS[f"state{_sep}delete"] = (_delete, "DELETE_ERROR", "Failed to delete value")
+    _FUNCTIONS[f"state{_sep}update"] = (_update, "UPDATE_ERROR", "Failed to update value")
+    _FUNCTIONS[f"state{_sep}list_groups"] = (
+        _list_groups,
+        "LIST_GROUPS_ERROR",
+        "Failed to list groups",
+    )
+_FUNCTIONS["state::list"] = (_list_values, "LIST_ERROR", "Failed to list values")
+_FUNCTIONS["state.list"] = (_list_mapping, "LIST_ERROR", "Failed to list values")
+
+FUNCTION_IDS: tuple[str, ...] = tuple(sorted(_FUNCTIONS))
+
+_MISSING: Any = object()
+
+
+def call_function(store: StateFunctions, function_id: str, payload: object = _MISSING) -> Any:
+    """Run state function ``function_id`` with ``payload`` against ``store``.
+
+    An omitted payload means ``{}``. Returns what the engine's function returns (``None``
+    where the engine sends no ``result``).
+
+    Raises:
+        FunctionNotFoundError: unknown id (code ``function_not_found``).
+        InvalidRequestError: the payload does not decode (``deserialization_error``), or a
+            value is rejected (``VALUE_TOO_LARGE``, ...).
+        StorageError: the store failed; ``code`` is the engine's (``SET_ERROR``, ...).
+    """
+    entry = _FUNCTIONS.get(function_id) if isinstance(function_id, str) else None
+    if entry is None:
+        raise FunctionNotFoundError(f"Function {function_id} not found")
+    handler, code, prefix = entry
+    try:
+        return handler(store, function_id, {} if payload is _MISSING else payload)
+    except StorageError as exc:
+        raise type(exc)(f"{prefix}: {exc.message}", code=code) from exc

@@ -1,0 +1,162 @@
+"""One segment file of the log: header, record framing, checksums, scanning.
+
+Format: see docs/format.md §1 (file header and naming) and §3 (record framing); the
+recovery rules implemented by :func:`scan_segment` are docs/format.md §4. The ``struct``
+formats below are the only definition of the byte layout in code.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = [
+    "FRAME",
+    "HEADER",
+    "HEADER_SIZE",
+    "MAGIC",
+    "MAX_RECORD_BYTES",
+    "SEGMENT_NAME_RE",
+    "VERSION",
+    "ScanResult",
+    "decode_header",
+    "encode_header",
+    "frame_record",
+    "scan_segment",
+    "segment_name",
+]
+
+# docs/format.md §1: magic u32 | version u16 | flags u16 | first_revision u64 | crc32 u32 |
+# reserved u32, little-endian, 24 bytes.
+MAGIC: Final = b"EVSG"
+VERSION: Final = 1
+HEADER: Final = struct.Struct("<4sHHQII")
+HEADER_SIZE: Final = HEADER.size
+# docs/format.md §3: length u32 | crc32 u32 over (length bytes + payload) | payload.
+FRAME: Final = struct.Struct("<II")
+FRAME_SIZE: Final = FRAME.size
+MAX_RECORD_BYTES: Final = 1 << 30
+# Every event payload starts with CBOR "array of 8" then the kind 1 (docs/format.md §2);
+# the corruption check looks for this to find valid records after a bad one.
+_PAYLOAD_PREFIX: Final = b"\x88\x01"
+SEGMENT_NAME_RE: Final = re.compile(r"^(\d{20})\.log$")
+
+
+def segment_name(first_revision: int) -> str:
+    """File name of the segment whose first record has ``first_revision`` (sorts with ``ls``)."""
+    return f"{first_revision:020d}.log"
+
+
+def encode_header(first_revision: int) -> bytes:
+    """The 24-byte header of a new segment."""
+    head = struct.pack("<4sHHQ", MAGIC, VERSION, 0, first_revision)
+    return head + struct.pack("<II", zlib.crc32(head), 0)
+
+
+def decode_header(data: bytes) -> int:
+    """Return the first revision from a segment header.
+
+    Raises:
+        ValueError: short header, wrong magic, unknown version, or bad header checksum.
+    """
+    if len(data) < HEADER_SIZE:
+        raise ValueError(f"header is {len(data)} bytes, expected {HEADER_SIZE}")
+    magic, version, _flags, first_revision, crc, _reserved = HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise ValueError(f"bad magic {magic!r}")
+    if zlib.crc32(data[:16]) != crc:
+        raise ValueError("header checksum mismatch")
+    if version != VERSION:
+        raise ValueError(f"unsupported segment format version {version}")
+    return int(first_revision)
+
+
+def frame_record(payload: bytes) -> bytes:
+    """Frame one record payload: length, checksum, payload."""
+    length = struct.pack("<I", len(payload))
+    return length + struct.pack("<I", zlib.crc32(payload, zlib.crc32(length))) + payload
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """What :func:`scan_segment` found.
+
+    ``records`` holds ``(offset, payload)`` of every valid record in order; ``valid_end``
+    is the offset just after the last valid record. When the file ends in damage,
+    ``bad_offset`` says where, ``reason`` why, and ``corrupt`` tells a torn tail
+    (``False``: only garbage or zeros follow) from corruption (``True``: a valid record
+    follows the damage, so data would be lost by truncating).
+    """
+
+    records: list[tuple[int, memoryview]] = field(default_factory=list)
+    valid_end: int = HEADER_SIZE
+    bad_offset: int | None = None
+    reason: str = ""
+    corrupt: bool = False
+
+
+def _check_frame(buf: memoryview, pos: int, end: int) -> str | None:
+    """Return None if a valid frame starts at ``pos``, else the reason it is not."""
+    if end - pos < FRAME_SIZE:
+        return "partial record header"
+    length, crc = FRAME.unpack_from(buf, pos)
+    if length == 0:
+        return "zero-length record"
+    if length > MAX_RECORD_BYTES or pos + FRAME_SIZE + length > end:
+        return "record length runs past the end of the file"
+    start = pos + FRAME_SIZE
+    if zlib.crc32(buf[start : start + length], zlib.crc32(buf[pos : pos + 4])) != crc:
+        return "checksum mismatch"
+    return None
+
+
+def _valid_record_after(buf: memoryview, data: bytes, pos: int, end: int) -> int | None:
+    """Offset of a valid framed event record starting after ``pos``, if there is one."""
+    search = pos + 1 + FRAME_SIZE
+    while True:
+        hit = data.find(_PAYLOAD_PREFIX, search, end)
+        if hit < 0:
+            return None
+        candidate = hit - FRAME_SIZE
+        if _check_frame(buf, candidate, end) is None:
+            return candidate
+        search = hit + 1
+
+
+def scan_segment(data: bytes, *, start: int = HEADER_SIZE) -> ScanResult:
+    """Walk the records of a segment image (the whole file's bytes, header included).
+
+    Never raises for damaged data: the result describes the damage (docs/format.md §4).
+    A zero-filled tail counts as a torn tail.
+    """
+    buf = memoryview(data)
+    end = len(data)
+    result = ScanResult(valid_end=start)
+    pos = start
+    records = result.records
+    unpack = FRAME.unpack_from
+    crc32 = zlib.crc32
+    while pos < end:
+        if end - pos >= FRAME_SIZE:
+            length, crc = unpack(buf, pos)
+            body = pos + FRAME_SIZE
+            if 0 < length <= end - body:
+                payload = buf[body : body + length]
+                if crc32(payload, crc32(buf[pos : pos + 4])) == crc:
+                    records.append((pos, payload))
+                    pos = body + length
+                    continue
+        reason = _check_frame(buf, pos, end) or "invalid record"
+        result.bad_offset = pos
+        result.valid_end = pos
+        if data.count(0, pos, end) == end - pos:
+            result.reason = "zero-filled tail"
+        else:
+            result.reason = reason
+            result.corrupt = _valid_record_after(buf, data, pos, end) is not None
+        return result
+    result.valid_end = pos
+    return result
