@@ -82,7 +82,7 @@ def open(
         StorageError: the directory cannot be created or read.
     """
     if config is None:
-        cfg = Config().replace(store_method="in_memory", **options)
+        cfg = Config().replace(**{"store_method": "in_memory", **options})
     elif isinstance(config, Config):
         cfg = config.replace(**options) if options else config
     else:

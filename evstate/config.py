@@ -1,0 +1,501 @@
+"""Configuration: read, parse and validate ``config.yaml`` into a :class:`Config`.
+
+Three steps, each usable on its own: :func:`read_config_text` reads the file;
+:func:`parse_config_text` expands ``${VAR}`` / ``${VAR:default}`` and parses the YAML;
+:func:`validate_config` checks the result, collecting **every** problem, and builds the
+:class:`Config`. :func:`load_config` runs all three. :func:`config_from_options` and
+:meth:`Config.replace` apply the same rules to keyword options (``evstate.open(path, **options)``).
+Every failure is one :class:`~evstate.errors.ConfigError` whose ``problems`` read
+``"<source>: <location>: <text>"``. Keys, defaults and ranges: docs/config.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import yaml
+
+from evstate.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "FsyncPolicy",
+    "StoreMethod",
+    "config_from_options",
+    "load_config",
+    "parse_config_text",
+    "read_config_text",
+    "validate_config",
+]
+
+StoreMethod = Literal["file_based", "in_memory"]
+FsyncPolicy = Literal["always", "interval", "never"]
+
+_MIB = 1024 * 1024
+_NO_NOTES: Mapping[str, str] = MappingProxyType({})
+_Check = Callable[[object], "str | None"]  # None: the value is fine; else the problem text
+
+
+def _got(value: object) -> str:
+    """Describe a rejected value the way a YAML author sees it: ``got a string '10'``."""
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    if value is None:
+        return "got null"
+    if type(value) in kinds:
+        return f"got {kinds[type(value)]} {value!r}"
+    return "got a mapping" if isinstance(value, Mapping) else f"got a {type(value).__name__}"
+
+
+def _hint(word: object, choices: Any) -> str:
+    if not isinstance(word, str):
+        return ""
+    names = [str(c) for c in choices]
+    close = difflib.get_close_matches(word, names, n=1)
+    # A cut-short word ("file" for "file_based") is too short for difflib's ratio.
+    close = close or [n for n in names if len(word) > 1 and n.startswith(word)]
+    return f" (did you mean '{close[0]}'?)" if len(close) == 1 else ""
+
+
+def _unknown(
+    key: object, allowed: Any, what: str = "key", notes: Mapping[str, str] = _NO_NOTES
+) -> str:
+    if isinstance(key, str) and key in notes:
+        return f"unknown {what} here: {notes[key]}"
+    return f"unknown {what}" + (_hint(key, allowed) or f" (expected one of: {', '.join(allowed)})")
+
+
+def _unknown_option(name: str) -> _Check:
+    return lambda _value: _unknown(name, _OPTION_CHECKS, "option")
+
+
+def _enum(*choices: str) -> _Check:
+    def check(value: object) -> str | None:
+        if isinstance(value, str) and value in choices:
+            return None
+        shown = repr(value) if isinstance(value, str) else _got(value).removeprefix("got ")
+        return f"must be one of {', '.join(choices)}, got {shown}{_hint(value, choices)}"
+
+    return check
+
+
+def _integer(
+    low: int, high: int | None = None, *, nullable: bool = False, note: str = ""
+) -> _Check:
+    def check(value: object) -> str | None:
+        if value is None and nullable:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"must be an integer, {_got(value)}"
+        if value < low or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"between {low} and {high}"
+            return f"must be {bounds}, got {value}{note}"
+        return None
+
+    return check
+
+
+def _boolean(value: object) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, {_got(value)}"
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str) and value:
+        return None
+    return "must not be empty" if value == "" else f"must be a string, {_got(value)}"
+
+
+# The keyword options of evstate.open(), which are also the leaves a config file can set.
+_OPTION_CHECKS: dict[str, _Check] = {
+    "store_method": _enum("file_based", "in_memory"),
+    "file_path": _text,
+    "fsync": _enum("always", "interval", "never"),
+    "fsync_interval_ms": _integer(1, 60_000),
+    "segment_size_bytes": _integer(4096, 1024 * _MIB),
+    "max_value_bytes": _integer(1, nullable=True, note=" (omit it or use null for no limit)"),
+    "save_interval_ms": _integer(100, 3_600_000),
+    "triggers_enabled": _boolean,
+}
+# Adapters this version opens, each with the checks of its `config` block. "redis" and "bridge"
+# are known names, refused for now. Adding one is an entry here: its checked block reaches the
+# store as Config.adapter_config, and Config.adapter accepts its name.
+_KV_CHECKS = {k: _OPTION_CHECKS[k] for k in ("store_method", "file_path", "save_interval_ms")}
+_ADAPTER_CHECKS: dict[str, dict[str, _Check]] = {"kv": _KV_CHECKS}
+_FIELD_CHECKS: dict[str, _Check] = {
+    **_OPTION_CHECKS,
+    "adapter": _enum(*_ADAPTER_CHECKS),
+    "adapter_config": lambda v: None if isinstance(v, Mapping) else f"must be a mapping, {_got(v)}",
+    "kv_server": _boolean,
+    "server_host": _text,
+    "server_port": _integer(1, 65535),
+    "source": lambda v: None if v is None else _text(v),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated evstate configuration: construction checks every field (``ConfigError``).
+
+    ``file_path`` is a directory, kept as written (a relative one is resolved against the working
+    directory by the opener). ``adapter_config`` is the adapter's ``config`` block as written,
+    read-only; the typed fields are authoritative. Derive variants with :meth:`replace`.
+    """
+
+    store_method: StoreMethod = "file_based"
+    file_path: str = "./data"
+    save_interval_ms: int = 5000
+    max_value_bytes: int | None = None
+    triggers_enabled: bool = True
+    fsync: FsyncPolicy = "always"
+    fsync_interval_ms: int = 200
+    segment_size_bytes: int = 64 * _MIB
+    adapter: str = "kv"
+    adapter_config: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    kv_server: bool = False
+    server_host: str = "127.0.0.1"
+    server_port: int = 49134
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"Config.{name}: {text}"
+            for name, check in _FIELD_CHECKS.items()
+            if (text := check(getattr(self, name))) is not None
+        ]
+        if problems:
+            raise ConfigError(problems)
+
+    def replace(self, **options: Any) -> Config:
+        """Return a copy with ``options`` applied (names and rules of :func:`config_from_options`).
+
+        Raises:
+            ConfigError: listing every unknown option and every invalid value.
+        """
+        clean = dict(options)
+        if isinstance(clean.get("file_path"), os.PathLike):
+            clean["file_path"] = os.fspath(clean["file_path"])
+        problems = [
+            f"<options>: {name}: {text}"
+            for name, value in clean.items()
+            if (text := _OPTION_CHECKS.get(name, _unknown_option(name))(value)) is not None
+        ]
+        if problems:
+            raise ConfigError(problems)
+        return dataclasses.replace(self, **clean)
+
+
+def config_from_options(**options: Any) -> Config:
+    """Return the default :class:`Config` with keyword ``options`` applied (``evstate.open``).
+
+    Options: store_method, file_path (str or path-like), fsync, fsync_interval_ms,
+    segment_size_bytes, max_value_bytes, save_interval_ms, triggers_enabled, under the rules of
+    the config file. Unlike a file, no options at all means ``store_method="file_based"``.
+
+    Raises:
+        ConfigError: listing every unknown option and every invalid value.
+    """
+    return Config().replace(**options)
+
+
+# --------------------------------------------------------------------------- read and parse
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """Return the text of the config file at ``path`` (UTF-8; a leading BOM is dropped).
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not UTF-8; the problem names the path.
+    """
+    where = os.fspath(path)
+    try:
+        with open(where, encoding="utf-8-sig") as f:
+            return f.read()
+    except FileNotFoundError as exc:
+        raise ConfigError([f"{where}: config file not found"]) from exc
+    except OSError as exc:
+        raise ConfigError([f"{where}: cannot read config file: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{where}: not UTF-8 text (bad byte at offset {exc.start})"]) from exc
+
+
+# "$${" is a literal "${"; ${NAME} or ${NAME:default}; any other "${" is malformed (an error, so
+# a typo such as ${DATA DIR} cannot become a directory name).
+_MALFORMED = "malformed placeholder (write ${NAME} or ${NAME:default}; $${ is a literal ${)"
+_TOKEN = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}\n]*))?\}|\$\{")
+
+
+def _expand(text: str, env: Mapping[str, str], source: str) -> str:
+    problems: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        token, name, default = match.group(0, 1, 2)
+        if token == "$${":
+            return "${"
+        if name is not None and (name in env or default is not None):
+            return env.get(name, default or "")
+        start = match.start()
+        line, column = text.count("\n", 0, start) + 1, start - text.rfind("\n", 0, start)
+        unset = f"environment variable {name} is not set and has no default"
+        problems.append(f"{source}:{line}:{column}: {_MALFORMED if name is None else unset}")
+        return token
+
+    expanded = _TOKEN.sub(substitute, text)
+    if problems:
+        raise ConfigError(problems)
+    return expanded
+
+
+def parse_config_text(
+    text: str, *, env: Mapping[str, str] | None = None, source: str = "<string>"
+) -> dict[Any, Any]:
+    """Expand the placeholders in ``text``, parse it as YAML and return the top-level mapping.
+
+    ``${NAME}`` becomes ``env[NAME]`` (``env`` defaults to ``os.environ``), ``${NAME:default}``
+    falls back to ``default`` and ``$${`` is a literal ``${``. Expansion is textual and comes
+    before parsing, as in iii: comments are expanded too, and ``${PORT:49134}`` is an integer.
+    An empty document gives ``{}``. Nothing is validated here: see :func:`validate_config`.
+
+    Raises:
+        ConfigError: every unset variable without a default and every malformed placeholder,
+            or a YAML syntax error, each with line and column; or a top level that is not a
+            mapping.
+    """
+    expanded = _expand(text, os.environ if env is None else env, source)
+    try:
+        data = yaml.safe_load(expanded)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        what = str(exc.problem or exc.context)
+        if exc.context and exc.problem:
+            what += f" ({exc.context})"
+        raise ConfigError([f"{where}: invalid YAML: {what}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: invalid YAML: {exc}"]) from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping, {_got(data)}"])
+    return data or {}
+
+
+# --------------------------------------------------------------------------- validate
+
+_TOP_LEVEL = ("workers", "modules", "registration_namespace_grace_ms")
+_WORKERS = ("iii-state", "iii-worker-manager")
+_MODULES = ("modules::state::StateModule", "modules::kv_server::KvServer")
+_ADAPTER_NAMES = {"workers": {n: n for n in ("kv", "redis", "bridge")}}
+_ADAPTER_NAMES["modules"] = {
+    "modules::state::adapters::KvStore": "kv",
+    "modules::state::adapters::RedisAdapter": "redis",
+}
+_STATE_CHECKS = {k: c for k, c in _OPTION_CHECKS.items() if k not in ("store_method", "file_path")}
+_MANAGER_CHECKS = {"host": _text, "port": _integer(1, 65535)}
+# Precise messages for keys that are valid one level away, or unsafe to ignore.
+_STATE_NOTES = {k: f"{k} belongs in adapter.config" for k in ("store_method", "file_path")}
+_INNER_NOTES = {
+    k: f"{k} is an option of the state block: put it beside 'adapter'"
+    for k in _STATE_CHECKS
+    if k != "save_interval_ms"
+}
+_MANAGER_NOTES = dict.fromkeys(
+    ("rbac", "middleware_function_id"),
+    "evstate's listener has no RBAC or middleware, and ignoring this key would leave it open",
+)
+
+
+@dataclass
+class _Found:
+    """What the walk found (validated leaves only), before precedence and defaults apply."""
+
+    state: dict[str, Any] | None = None  # None: no state worker/module
+    adapter: str = "kv"
+    inner: dict[str, Any] = field(default_factory=dict)  # the adapter's config leaves
+    adapter_config: Mapping[Any, Any] | None = None  # None: no adapter `config` block
+    kv_server: dict[str, Any] | None = None  # None: no KvServer module
+    kv_server_configured: bool = False  # KvServer has a `config` block
+    server: dict[str, Any] = field(default_factory=dict)
+
+
+class _Report:
+    """Collects problems as ``"<source>: <location>: <text>"``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def add(self, loc: str, text: str) -> None:
+        self.problems.append(f"{self.source}: {loc}: {text}")
+
+    def mapping(
+        self, value: object, loc: str, *, null_ok: bool = False
+    ) -> Mapping[Any, Any] | None:
+        if value is None and null_ok:
+            return {}
+        if isinstance(value, Mapping):
+            return value
+        self.add(loc, f"must be a mapping, {_got(value)}")
+        return None
+
+    def leaves(
+        self,
+        block: Mapping[Any, Any],
+        loc: str,
+        checks: Mapping[str, _Check],
+        extra: tuple[str, ...] = (),
+        notes: Mapping[str, str] = _NO_NOTES,
+    ) -> dict[str, Any]:
+        """Report keys outside ``checks`` and ``extra``, and bad values; return the good leaves."""
+        good = {}
+        for key, value in block.items():
+            check = checks.get(key) if isinstance(key, str) else None
+            if check is None:
+                if key not in extra:
+                    self.add(
+                        _at(loc, key), _unknown(key, dict.fromkeys([*checks, *extra]), notes=notes)
+                    )
+            elif (text := check(value)) is not None:
+                self.add(_at(loc, key), text)
+            else:
+                good[key] = value
+        return good
+
+    def ident(self, block: Mapping[Any, Any], loc: str, key: str) -> str | None:
+        """Return the required string ``block[key]`` (worker name, class), or report it."""
+        value = block.get(key)
+        if isinstance(value, str):
+            return value
+        if value is None:
+            self.add(loc, f"missing required key '{key}'")
+        else:
+            self.add(_at(loc, key), f"must be a string, {_got(value)}")
+        return None
+
+
+def _at(loc: str, key: object) -> str:
+    return f"{loc}.{key}" if loc else str(key)
+
+
+def validate_config(raw: Mapping[Any, Any], *, source: str = "<string>") -> Config:
+    """Check a parsed config (either form, see docs/config.md) and return its :class:`Config`.
+
+    Workers and modules evstate does not interpret are ignored. At the top level and inside the
+    blocks it interprets, an unknown key is an error, with a "did you mean" hint when close.
+
+    Raises:
+        ConfigError: listing every problem (unknown key, wrong type, value out of range, unknown
+            choice, unavailable adapter, duplicate block), each with its location.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError([f"{source}: the top level must be a mapping, {_got(raw)}"])
+    report, found = _Report(source), _Found()
+    report.leaves(raw, "", {"registration_namespace_grace_ms": _integer(0)}, _TOP_LEVEL)
+    if "workers" in raw and "modules" in raw:
+        report.add("modules", "cannot be combined with 'workers': use one form per file")
+    else:
+        for form in ("workers", "modules"):
+            if form in raw:
+                _read_entries(report, found, form, raw[form])
+    if report.problems:
+        raise ConfigError(report.problems)
+    return _resolve(found, source)
+
+
+def _read_entries(report: _Report, found: _Found, form: str, value: object) -> None:
+    id_key, known = ("name", _WORKERS) if form == "workers" else ("class", _MODULES)
+    if value is not None and not isinstance(value, list):
+        report.add(form, f"must be a list, {_got(value)}")
+    first: dict[str, str] = {}
+    for i, entry in enumerate(value if isinstance(value, list) else []):
+        loc = f"{form}[{i}]"
+        block = report.mapping(entry, loc)
+        ident = None if block is None else report.ident(block, loc, id_key)
+        if block is None or ident not in known:
+            continue  # another engine worker or module: accepted and ignored
+        if ident in first:
+            report.add(loc, f"'{ident}' appears twice (first at {first[ident]}); evstate takes one")
+            continue
+        first[ident] = loc
+        report.leaves(block, loc, {}, (id_key, "config"))
+        at = f"{loc}.config"
+        cfg = report.mapping(block.get("config"), at, null_ok=True)
+        if cfg is None:
+            continue
+        if ident == known[0]:  # iii-state or StateModule
+            found.state = report.leaves(cfg, at, _STATE_CHECKS, ("adapter",), _STATE_NOTES)
+            _read_adapter(report, found, cfg.get("adapter"), f"{at}.adapter", id_key, form)
+        elif ident == "iii-worker-manager":
+            found.server = report.leaves(cfg, at, _MANAGER_CHECKS, notes=_MANAGER_NOTES)
+        else:
+            found.kv_server = report.leaves(cfg, at, _KV_CHECKS, notes=_INNER_NOTES)
+            found.kv_server_configured = block.get("config") is not None
+
+
+def _read_adapter(
+    report: _Report, found: _Found, value: object, loc: str, key: str, form: str
+) -> None:
+    block = None if value is None else report.mapping(value, loc)  # `adapter: null` = absent
+    if block is None:
+        return
+    report.leaves(block, loc, {}, (key, "config"))
+    names = _ADAPTER_NAMES[form]
+    ident = report.ident(block, loc, key)
+    adapter = None if ident is None else names.get(ident)
+    if ident is not None and adapter is None:
+        report.add(_at(loc, key), _enum(*names)(ident) or "")
+    elif adapter is not None and adapter not in _ADAPTER_CHECKS:
+        report.add(_at(loc, key), f"the {adapter} adapter is not available in this version")
+        adapter = None
+    cfg = report.mapping(block.get("config"), f"{loc}.config", null_ok=True)
+    if adapter is not None and cfg is not None:
+        found.adapter = adapter
+        found.inner = report.leaves(
+            cfg, f"{loc}.config", _ADAPTER_CHECKS[adapter], notes=_INNER_NOTES
+        )
+        found.adapter_config = cfg if block.get("config") is not None else None
+
+
+def _resolve(found: _Found, source: str) -> Config:
+    """Apply precedence and defaults (docs/config.md, "Precedence") to what the walk found."""
+    state, kv_server = found.state or {}, found.kv_server or {}
+    values: dict[str, Any] = dict(state)
+    for key in ("store_method", "file_path", "save_interval_ms"):
+        for layer in (state, found.inner, kv_server):  # the first layer that gives it wins
+            if key in layer:
+                values[key] = layer[key]
+                break
+    present = found.state is not None or found.kv_server is not None
+    configured = found.adapter_config is not None or found.kv_server_configured
+    if present and not configured and "store_method" not in values:
+        values["store_method"] = "in_memory"  # iii parity: the kv store without a config block
+    for key, name in (("host", "server_host"), ("port", "server_port")):
+        if key in found.server:
+            values[name] = found.server[key]
+    return Config(
+        **values,
+        adapter=found.adapter,
+        adapter_config=MappingProxyType(copy.deepcopy(dict(found.adapter_config or {}))),
+        kv_server=found.kv_server is not None,
+        source=source,
+    )
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
+    """Read, expand, parse and validate the config file at ``path`` (``Config.source`` = path).
+
+    ``env`` (default ``os.environ``) supplies the ``${VAR}`` values.
+
+    Raises:
+        ConfigError: the problems of the first step that fails (read, expand and parse,
+            validate), each naming the path.
+    """
+    source = os.fspath(path)
+    raw = parse_config_text(read_config_text(source), env=env, source=source)
+    return validate_config(raw, source=source)
