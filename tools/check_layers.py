@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Check that evstate's modules import downwards only (docs/architecture.md, "Layers").
+
+Each module has a rank; a module may import only modules of a strictly lower rank.
+Run directly (exit 1 on violations) or through tests/test_layers.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "evstate"
+
+# Lower = closer to the leaves. Interfaces > facade > engine/log > leaves.
+RANKS: dict[str, int] = {
+    "errors": 0,
+    "values": 1,
+    "config": 1,
+    "diskio": 1,
+    "ops": 2,
+    "events": 2,
+    "segment": 2,
+    "engine": 3,
+    "log": 3,
+    "functions": 4,
+    "store": 5,
+    "__init__": 6,
+    "aio": 7,
+    "cli": 7,
+    "__main__": 8,
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            if name == "evstate":
+                found.add("__init__")
+            elif name.startswith("evstate."):
+                found.add(name.split(".")[1])
+    return found
+
+
+def violations() -> list[str]:
+    problems = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        module = path.stem
+        if module not in RANKS:
+            problems.append(f"{module}: no rank in tools/check_layers.py; give it one")
+            continue
+        for target in sorted(imported_modules(path)):
+            if target not in RANKS:
+                problems.append(f"{module} imports unranked {target}")
+            elif RANKS[target] >= RANKS[module]:
+                problems.append(
+                    f"{module} (rank {RANKS[module]}) imports {target} (rank {RANKS[target]})"
+                )
+    return problems
+
+
+if __name__ == "__main__":
+    found = violations()
+    print("\n".join(found) or "layers ok")
+    sys.exit(1 if found else 0)
