@@ -23,6 +23,7 @@ from evstate.errors import (
     CorruptionError,
     Error,
     FunctionNotFoundError,
+    HistoryCompactedError,
     InvalidRequestError,
     InvalidValueError,
     StorageError,
@@ -34,6 +35,7 @@ from evstate.errors import (
 from evstate.events import Event
 from evstate.ops import UpdateOp
 from evstate.store import Store
+from evstate.view import StateView
 
 __version__ = "0.1.0"
 
@@ -44,8 +46,10 @@ __all__ = [
     "Error",
     "Event",
     "FunctionNotFoundError",
+    "HistoryCompactedError",
     "InvalidRequestError",
     "InvalidValueError",
+    "StateView",
     "StorageError",
     "Store",
     "StoreClosedError",

@@ -112,6 +112,42 @@ def _text(value: object) -> str | None:
     return "must not be empty" if value == "" else f"must be a string, {_got(value)}"
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+DEFAULT_RETENTION: Mapping[str, Any] = MappingProxyType({"revisions": 1_000_000})
+
+
+def parse_duration_ms(text: object) -> int | None:
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"90s"``, ``"500ms"`` in milliseconds; None if bad."""
+    match = _DURATION_RE.match(text) if isinstance(text, str) else None
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)] if match else None
+
+
+def retention_limits(value: object) -> tuple[int | None, int | None]:
+    """``(max revisions, max age in ms)`` of a validated ``retention`` value; None = no cap."""
+    if not isinstance(value, Mapping):
+        return None, None  # "forever"
+    return value.get("revisions"), parse_duration_ms(value.get("duration"))
+
+
+def _retention(value: object) -> str | None:
+    usage = "must be 'forever' or a mapping with 'revisions' (an integer) and/or 'duration' ('7d')"
+    if value == "forever":
+        return None
+    if not isinstance(value, Mapping) or not value:
+        return f"{usage}, {_got(value)}"
+    for key, item in value.items():
+        if key == "revisions":
+            if (text := _integer(1)(item)) is not None:
+                return f"revisions {text}"
+        elif key == "duration":
+            if parse_duration_ms(item) is None or parse_duration_ms(item) == 0:
+                return f"duration must look like 7d, 12h, 30m, 90s or 500ms, {_got(item)}"
+        else:
+            return f"unknown retention key {key!r}: {usage}"
+    return None
+
+
 # The keyword options of evstate.open(), which are also the leaves a config file can set.
 _OPTION_CHECKS: dict[str, _Check] = {
     "store_method": _enum("file_based", "in_memory"),
@@ -122,6 +158,7 @@ _OPTION_CHECKS: dict[str, _Check] = {
     "max_value_bytes": _integer(1, nullable=True, note=" (omit it or use null for no limit)"),
     "save_interval_ms": _integer(100, 3_600_000),
     "triggers_enabled": _boolean,
+    "retention": _retention,
 }
 # Adapters this version opens, each with the checks of its `config` block. "redis" and "bridge"
 # are known names, refused for now. Adding one is an entry here: its checked block reaches the
@@ -156,6 +193,9 @@ class Config:
     fsync: FsyncPolicy = "always"
     fsync_interval_ms: int = 200
     segment_size_bytes: int = 64 * _MIB
+    retention: str | Mapping[str, Any] = field(
+        default_factory=lambda: DEFAULT_RETENTION, hash=False
+    )
     adapter: str = "kv"
     adapter_config: Mapping[str, Any] = field(
         default_factory=lambda: MappingProxyType({}), hash=False

@@ -61,6 +61,10 @@ class DiskIO:
         """Names in ``directory``."""
         return os.listdir(directory)
 
+    def rename(self, source: str, target: str) -> None:
+        """Atomically replace ``target`` with ``source`` (call :meth:`fsync_dir` after)."""
+        os.replace(source, target)
+
     def remove(self, path: str) -> None:
         """Unlink a file (call :meth:`fsync_dir` to make it durable)."""
         os.unlink(path)

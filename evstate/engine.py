@@ -25,6 +25,10 @@ class StateTable:
     def __init__(self) -> None:
         self._scopes: dict[str, dict[str, bytes]] = {}
 
+    def load(self, scopes: dict[str, dict[str, bytes]]) -> None:
+        """Replace the whole table with ``scopes`` (taken over, not copied; at open only)."""
+        self._scopes = {scope: keys for scope, keys in scopes.items() if keys}
+
     def get(self, scope: str, key: str) -> bytes | None:
         """Encoded value of ``scope/key``, or ``None`` if the key does not exist."""
         keys = self._scopes.get(scope)

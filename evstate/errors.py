@@ -13,7 +13,8 @@ iii wire carry the iii error code in ``code``::
     ├── StoreLockedError                  store_locked           another process owns the dir
     ├── StorageError (OSError)            storage_error          the disk failed us
     │   └── StoreFailedError              store_failed           failed fsync: read-only
-    └── CorruptionError                   corruption             bad data (path, offset)
+    ├── CorruptionError                   corruption             bad data (path, offset)
+    └── HistoryCompactedError (LookupError) history_compacted    before the retention horizon
 
 A missing key is not an error: ``get`` returns ``None``.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "CorruptionError",
     "Error",
     "FunctionNotFoundError",
+    "HistoryCompactedError",
     "InvalidRequestError",
     "InvalidValueError",
     "StorageError",
@@ -129,3 +131,16 @@ class CorruptionError(Error):
         super().__init__(f"{message} ({where})" if where else message)
         self.path = path
         self.offset = offset
+
+
+class HistoryCompactedError(Error, LookupError):
+    """The requested revision or time is older than the retained history.
+
+    ``horizon`` is the oldest revision that can still be asked for.
+    """
+
+    default_code = "history_compacted"
+
+    def __init__(self, message: str, *, horizon: int) -> None:
+        super().__init__(message)
+        self.horizon = horizon

@@ -10,6 +10,7 @@ becomes the leader and syncs everything written so far, the others wait for it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -94,18 +95,33 @@ class SegmentLog:
         self.recovery_notes.append(text)
         log.warning("evstate recovery: %s", text)
 
-    def recover(self) -> Iterator[EventRecord]:
-        """Yield every record in the log, oldest first, repairing a torn tail.
+    def recover(self, after: int = 0) -> Iterator[EventRecord]:
+        """Yield every record with a revision above ``after``, oldest first.
+
+        ``after`` is the revision a snapshot already holds; segments wholly at or below it
+        are not read. A torn tail of the newest segment is repaired.
 
         Raises:
-            CorruptionError: damage that is not a torn tail (names file and offset).
+            CorruptionError: damage that is not a torn tail (names file and offset), or a
+                log that does not reach back to ``after + 1``.
             StorageError: the directory could not be read or repaired.
         """
         files = self._segment_files()
         expected: int | None = None
         last_index = len(files) - 1
+        if files and files[0][0] > after + 1:
+            raise CorruptionError(
+                f"the log starts at revision {files[0][0]}, but the state it continues "
+                f"(a snapshot or the empty store) is at revision {after}",
+                path=files[0][1],
+                offset=0,
+            )
         for index, (name_revision, path) in enumerate(files):
             is_last = index == last_index
+            if not is_last and files[index + 1][0] - 1 <= after:
+                continue  # wholly covered by the snapshot
+            if expected is None and name_revision <= after:
+                expected = name_revision
             data = self.io.read_file(path)
             header_zero = data.count(0, 0, HEADER_SIZE) == min(len(data), HEADER_SIZE)
             if len(data) < HEADER_SIZE or header_zero:
@@ -118,7 +134,7 @@ class SegmentLog:
                 self.io.fsync_dir(self.directory)
                 files = files[:-1]
                 if expected is None:
-                    self.head_revision = name_revision - 1
+                    self.head_revision = max(name_revision - 1, after)
                 break
             try:
                 first = decode_header(data)
@@ -150,7 +166,8 @@ class SegmentLog:
                         offset=offset,
                     )
                 expected += 1
-                yield record
+                if record.revision > after:
+                    yield record
             if scan.bad_offset is not None:
                 if scan.corrupt or not is_last:
                     raise CorruptionError(
@@ -172,7 +189,13 @@ class SegmentLog:
             size = os.path.getsize(path)
             self._active = _Segment(path, first, self.io.open_append(path), size)
         else:
+            self.head_revision = max(self.head_revision, after)
             self._active = self._create_segment(self.head_revision + 1)
+        if self.head_revision < after:
+            raise CorruptionError(
+                f"the log ends at revision {self.head_revision}, before the snapshot's {after}",
+                path=self._active.path,
+            )
         self._written = self._durable = self.head_revision
         if self.fsync_mode == "interval":
             self._syncer = threading.Thread(
@@ -202,11 +225,13 @@ class SegmentLog:
                 "reopen it to recover from the log"
             )
 
-    def append(self, payload: bytes, revision: int) -> None:
+    def append(self, payload: bytes, revision: int) -> tuple[int, int]:
         """Write one record; it is in the OS (survives a process crash) on return.
 
         Durability against power loss comes from :meth:`wait_durable` (``fsync: always``),
         the background syncer (``interval``) or :meth:`flush`.
+
+        Returns ``(first revision of the segment written to, offset of the record)``.
 
         Raises:
             StorageError: the write failed; the file is cut back, nothing was appended.
@@ -224,9 +249,11 @@ class SegmentLog:
             except OSError as exc:
                 self._undo_partial_write(seg, exc)
                 raise StorageError(f"could not append to {seg.path}: {exc}") from exc
+            offset = seg.size
             seg.size += len(frame)
             self._written = revision
             self.head_revision = revision
+            return seg.first_revision, offset
 
     def _undo_partial_write(self, seg: _Segment, exc: OSError) -> None:
         try:
@@ -254,6 +281,48 @@ class SegmentLog:
             self.io.close(old.fd)
         self._active = new
         return new
+
+    def roll_now(self) -> None:
+        """Seal the active segment if it holds records, so the next record starts a new one.
+
+        Called under the store's write lock when a snapshot is taken: the snapshot's
+        revision is then the last record of a sealed segment. Raises StoreFailedError.
+        """
+        self.check_writable()
+        with self._io_lock:
+            seg = self._active
+            if seg is not None and seg.size > HEADER_SIZE:
+                self._roll(self._written + 1)
+
+    def segments(self) -> list[tuple[int, str]]:
+        """``(first_revision, path)`` of every segment file, oldest first."""
+        return self._segment_files()
+
+    @property
+    def active_segment(self) -> tuple[int, str]:
+        """``(first_revision, path)`` of the segment being appended to."""
+        seg = self._active
+        assert seg is not None
+        return seg.first_revision, seg.path
+
+    def delete_segments_through(self, revision: int) -> list[str]:
+        """Delete sealed segments whose records are all at or below ``revision``.
+
+        Never deletes the active segment. The deletions are made durable (directory
+        fsync) before returning. Returns the deleted paths.
+        """
+        files = self._segment_files()
+        active = self._active.path if self._active else None
+        doomed = [
+            path
+            for (_first, path), (next_first, _) in itertools.pairwise(files)
+            if next_first - 1 <= revision and path != active
+        ]
+        for path in doomed:
+            self.io.remove(path)
+        if doomed:
+            self.io.fsync_dir(self.directory)
+        return doomed
 
     def _fail(self, exc: BaseException) -> None:
         with self._sync_cond:

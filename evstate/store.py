@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -20,7 +21,6 @@ from evstate.config import Config
 from evstate.diskio import DiskIO
 from evstate.engine import StateTable
 from evstate.errors import (
-    InvalidRequestError,
     StorageError,
     StoreClosedError,
     StoreLockedError,
@@ -29,18 +29,14 @@ from evstate.errors import (
 from evstate.events import CREATED, DELETED, UPDATED, EventRecord, encode_record
 from evstate.log import SegmentLog
 from evstate.ops import apply_update_ops, parse_ops
+from evstate.store_history import HistoryMethods, check_name
+from evstate.timeline import FileTimeline, MemoryTimeline, Timeline
 from evstate.values import decode_value, encode_value, json_size, validate_value
 
 __all__ = ["Store"]
 
 LOCK_FILE = "LOCK"
-
-
-def _check_name(what: str, name: object) -> None:
-    if type(name) is not str:
-        raise InvalidRequestError(
-            f"{what} must be a str, got {type(name).__name__}: {name!r}"[:200]
-        )
+log = logging.getLogger("evstate")
 
 
 class _DirectoryLock:
@@ -67,7 +63,7 @@ class _DirectoryLock:
         os.close(self.fd)  # closing the descriptor drops the flock
 
 
-class Store:
+class Store(HistoryMethods):
     """An evstate store: state by scope and key, every change an event in the log.
 
     Open one with :func:`evstate.open`. Thread-safe: any number of threads may call one
@@ -97,8 +93,18 @@ class Store:
         self._lock: _DirectoryLock | None = None
         self._log: SegmentLog | None = None
         self._path: str | None = None
+        self._snapshot_lock = threading.Lock()
+        self._snapshot_revision = 0
+        self._timeline: Timeline
         if config.store_method == "file_based":
             self._open_files(config, io)
+        else:
+            self._timeline = MemoryTimeline()
+        self._stop = threading.Event()
+        self._maintainer = threading.Thread(
+            target=self._maintenance_loop, name="evstate-snapshotter", daemon=True
+        )
+        self._maintainer.start()
 
     def _open_files(self, config: Config, io: DiskIO | None) -> None:
         path = os.path.abspath(config.file_path)
@@ -110,7 +116,13 @@ class Store:
             raise StorageError(f"{path} is not a directory")
         self._path = path
         self._lock = _DirectoryLock(path)
+        io = io or DiskIO()
         try:
+            timeline = FileTimeline(path, io, self._write_lock)
+            self._timeline = timeline
+            base, timestamp, scopes = timeline.load_newest_snapshot()
+            self._table.load(scopes)
+            self._snapshot_revision = base
             self._log = SegmentLog(
                 path,
                 segment_size=config.segment_size_bytes,
@@ -119,10 +131,10 @@ class Store:
                 io=io,
             )
             apply = self._table.apply
-            timestamp = 0
-            for record in self._log.recover():
+            for record in self._log.recover(after=base):
                 apply(record)
                 timestamp = record.timestamp
+            timeline.attach(self._log)
             self._revision = self._log.head_revision
             self._last_timestamp = timestamp
         except BaseException:
@@ -154,9 +166,11 @@ class Store:
         return self._closed
 
     @property
-    def recovery_notes(self) -> list[str]:
-        """What recovery repaired at open (torn tails truncated, unfinished segments)."""
-        return list(self._log.recovery_notes) if self._log else []
+    def recovery_notes(self) -> builtins.list[str]:
+        """What recovery repaired or skipped at open (torn tails, bad snapshots, ...)."""
+        if self._log is None or not isinstance(self._timeline, FileTimeline):
+            return []
+        return list(self._timeline.notes) + list(self._log.recovery_notes)
 
     # ---- the write path -------------------------------------------------------------
 
@@ -167,9 +181,12 @@ class Store:
         revision = self._revision + 1
         now = time.time_ns() // 1_000_000
         timestamp = now if now > self._last_timestamp else self._last_timestamp
+        record = EventRecord(revision, timestamp, type_code, scope, key, old, new)
         if self._log is not None:
-            record = EventRecord(revision, timestamp, type_code, scope, key, old, new)
-            self._log.append(encode_record(record), revision)
+            segment, offset = self._log.append(encode_record(record), revision)
+            self._timeline.recorded(record, segment, offset)
+        else:
+            self._timeline.recorded(record, 0, 0)
         if new is None:
             self._table.remove(scope, key)
         else:
@@ -200,8 +217,8 @@ class Store:
         Nothing is written when it raises before the append.
         """
         self._check_open()
-        _check_name("scope", scope)
-        _check_name("key", key)
+        check_name("scope", scope)
+        check_name("key", key)
         validate_value(value)
         limit = self._config.max_value_bytes
         if limit is not None:
@@ -239,8 +256,8 @@ class Store:
             StorageError, StoreFailedError, StoreClosedError.
         """
         self._check_open()
-        _check_name("scope", scope)
-        _check_name("key", key)
+        check_name("scope", scope)
+        check_name("key", key)
         parsed = parse_ops(ops)
         with self._write_lock:
             self._check_open()
@@ -266,8 +283,8 @@ class Store:
         A delete of a missing key still records a ``deleted`` event (as in iii).
         """
         self._check_open()
-        _check_name("scope", scope)
-        _check_name("key", key)
+        check_name("scope", scope)
+        check_name("key", key)
         with self._write_lock:
             self._check_open()
             if self._log is not None:
@@ -284,22 +301,22 @@ class Store:
         if self._closed:
             raise StoreClosedError("the store is closed")
         if type(scope) is not str or type(key) is not str:
-            _check_name("scope", scope)
-            _check_name("key", key)
+            check_name("scope", scope)
+            check_name("key", key)
         raw = self._table.get(scope, key)
         return None if raw is None else decode_value(raw)
 
     def list(self, scope: str) -> dict[str, Any]:
         """Every ``key: value`` of ``scope``, in sorted key order (``{}`` if none)."""
         self._check_open()
-        _check_name("scope", scope)
+        check_name("scope", scope)
         items = self._table.items(scope)
         return {key: decode_value(items[key]) for key in sorted(items)}
 
     def list_values(self, scope: str) -> builtins.list[Any]:
         """The values of ``scope`` in key insertion order (iii ``state::list``)."""
         self._check_open()
-        _check_name("scope", scope)
+        check_name("scope", scope)
         return [decode_value(raw) for raw in self._table.items(scope).values()]
 
     def list_groups(self) -> dict[str, builtins.list[str]]:
@@ -340,6 +357,9 @@ class Store:
             if self._closed:
                 return
             self._closed = True
+        self._stop.set()
+        if self._maintainer is not threading.current_thread():
+            self._maintainer.join()
         try:
             if self._log is not None:
                 self._log.close()

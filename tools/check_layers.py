@@ -24,12 +24,17 @@ RANKS: dict[str, int] = {
     "segment": 2,
     "engine": 3,
     "log": 3,
+    "snapshot": 3,
+    "history": 3,
+    "view": 3,
+    "timeline": 4,
     "functions": 4,
-    "store": 5,
-    "__init__": 6,
-    "aio": 7,
-    "cli": 7,
-    "__main__": 8,
+    "store_history": 5,
+    "store": 6,
+    "__init__": 7,
+    "aio": 8,
+    "cli": 8,
+    "__main__": 9,
 }
 
 
