@@ -30,11 +30,13 @@ from evstate.errors import (
     StoreClosedError,
     StoreFailedError,
     StoreLockedError,
+    TriggerTimeoutError,
     ValueTooLargeError,
 )
 from evstate.events import Event
 from evstate.ops import UpdateOp
 from evstate.store import Store
+from evstate.triggers import Trigger, TriggerContext, TriggerEvent
 from evstate.view import StateView
 
 __version__ = "0.1.0"
@@ -55,6 +57,10 @@ __all__ = [
     "StoreClosedError",
     "StoreFailedError",
     "StoreLockedError",
+    "Trigger",
+    "TriggerContext",
+    "TriggerEvent",
+    "TriggerTimeoutError",
     "UpdateOp",
     "ValueTooLargeError",
     "__version__",

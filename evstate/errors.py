@@ -14,7 +14,8 @@ iii wire carry the iii error code in ``code``::
     ├── StorageError (OSError)            storage_error          the disk failed us
     │   └── StoreFailedError              store_failed           failed fsync: read-only
     ├── CorruptionError                   corruption             bad data (path, offset)
-    └── HistoryCompactedError (LookupError) history_compacted    before the retention horizon
+    ├── HistoryCompactedError (LookupError) history_compacted    before the retention horizon
+    └── TriggerTimeoutError (TimeoutError)  trigger_timeout      wait_for_triggers ran out
 
 A missing key is not an error: ``get`` returns ``None``.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "StoreClosedError",
     "StoreFailedError",
     "StoreLockedError",
+    "TriggerTimeoutError",
     "ValueTooLargeError",
 ]
 
@@ -144,3 +146,9 @@ class HistoryCompactedError(Error, LookupError):
     def __init__(self, message: str, *, horizon: int) -> None:
         super().__init__(message)
         self.horizon = horizon
+
+
+class TriggerTimeoutError(Error, TimeoutError):
+    """``wait_for_triggers`` timed out before every trigger reached the revision."""
+
+    default_code = "trigger_timeout"

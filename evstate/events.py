@@ -12,6 +12,7 @@ the same bytes in memory, so a write encodes a value once and replay never re-en
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -24,17 +25,22 @@ __all__ = [
     "DELETED",
     "EVENT_TYPE_CODES",
     "EVENT_TYPE_NAMES",
+    "RECORD_KIND_BATCH",
     "RECORD_KIND_EVENT",
     "UPDATED",
     "Event",
     "EventRecord",
     "RecordDecodeError",
+    "LogEntry",
+    "decode_entry",
     "decode_record",
+    "encode_batch",
     "encode_record",
 ]
 
 # docs/format.md §2: record kinds and event type codes.
 RECORD_KIND_EVENT: Final = 1
+RECORD_KIND_BATCH: Final = 2
 CREATED: Final = 1
 UPDATED: Final = 2
 DELETED: Final = 3
@@ -48,6 +54,13 @@ EVENT_TYPE_CODES: Final[dict[str, int]] = {v: k for k, v in EVENT_TYPE_NAMES.ite
 
 class RecordDecodeError(ValueError):
     """A record payload passed its checksum but does not have the record shape."""
+
+
+class LogEntry(NamedTuple):
+    """What one log record holds: its events, and a trigger cursor advanced with them."""
+
+    records: list[EventRecord]
+    cursor: tuple[str, int] | None
 
 
 class EventRecord(NamedTuple):
@@ -126,19 +139,58 @@ def encode_record(record: EventRecord) -> bytes:
     return cbor2.dumps([RECORD_KIND_EVENT, *record])  # type: ignore[no-any-return,unused-ignore]
 
 
-def decode_record(payload: bytes | memoryview) -> EventRecord:
-    """Decode a record payload.
+def encode_batch(records: list[EventRecord], cursor: tuple[str, int] | None) -> bytes:
+    """Encode several events (consecutive revisions) and a trigger cursor as one record.
+
+    The record is written and checksummed as a whole, so the events and the cursor advance
+    are durable together or not at all (docs/format.md §2, kind 2).
+    """
+    name, revision = cursor if cursor is not None else (None, None)
+    return cbor2.dumps([RECORD_KIND_BATCH, [list(r) for r in records], name, revision])  # type: ignore[no-any-return,unused-ignore]
+
+
+def decode_entry(payload: bytes | memoryview) -> LogEntry:
+    """Decode a record payload of any kind into its events and cursor.
 
     Raises:
-        RecordDecodeError: the payload is not a well-formed event record.
+        RecordDecodeError: the payload is not a well-formed record.
     """
     try:
         item = cbor2.loads(payload)
     except Exception as exc:  # cbor2 raises several types for bad input
         raise RecordDecodeError(f"undecodable record payload: {exc}") from None
-    if type(item) is not list or len(item) != 8 or item[0] != RECORD_KIND_EVENT:
-        raise RecordDecodeError("record payload is not an event record")
-    _, revision, timestamp, type_code, scope, key, old, new = item
+    if type(item) is list and len(item) == 8 and item[0] == RECORD_KIND_EVENT:
+        return LogEntry([_event_fields(item[1:])], None)
+    if type(item) is list and len(item) == 4 and item[0] == RECORD_KIND_BATCH:
+        _, events, name, revision = item
+        if type(events) is not list or not all(type(e) is list and len(e) == 7 for e in events):
+            raise RecordDecodeError("batch record has badly shaped events")
+        records = [_event_fields(e) for e in events]
+        for before, after in itertools.pairwise(records):
+            if after.revision != before.revision + 1:
+                raise RecordDecodeError("batch record revisions are not consecutive")
+        if name is None and revision is None:
+            return LogEntry(records, None)
+        if type(name) is not str or type(revision) is not int or revision < 0:
+            raise RecordDecodeError("batch record has a bad cursor")
+        return LogEntry(records, (name, revision))
+    raise RecordDecodeError("record payload is not an event or batch record")
+
+
+def decode_record(payload: bytes | memoryview) -> EventRecord:
+    """Decode a single-event record payload (kind 1).
+
+    Raises:
+        RecordDecodeError: the payload is not a well-formed event record.
+    """
+    entry = decode_entry(payload)
+    if len(entry.records) != 1 or entry.cursor is not None:
+        raise RecordDecodeError("record payload is not a single event record")
+    return entry.records[0]
+
+
+def _event_fields(item: list[object]) -> EventRecord:
+    revision, timestamp, type_code, scope, key, old, new = item
     if (
         type(revision) is not int
         or revision < 1

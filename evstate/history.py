@@ -21,14 +21,16 @@ from array import array
 from collections.abc import Iterator
 
 from evstate.errors import CorruptionError
-from evstate.events import EventRecord, RecordDecodeError, decode_record
+from evstate.events import EventRecord, RecordDecodeError, decode_entry
 from evstate.segment import FRAME, FRAME_SIZE, HEADER_SIZE, scan_segment
 
 __all__ = ["LogIndex", "read_record_at", "scan_records"]
 
 
-def read_record_at(path: str, offset: int) -> EventRecord:
-    """Read and check the record framed at ``offset`` of segment ``path``.
+def read_record_at(path: str, offset: int, revision: int | None = None) -> EventRecord:
+    """Read and check the event framed at ``offset`` of segment ``path``.
+
+    For a batch record, ``revision`` picks the event (default: the first).
 
     Raises:
         CorruptionError: the frame or its payload is bad.
@@ -43,9 +45,13 @@ def read_record_at(path: str, offset: int) -> EventRecord:
     if scan.bad_offset is not None or len(scan.records) != 1:
         raise CorruptionError(f"bad record ({scan.reason})", path=path, offset=offset)
     try:
-        return decode_record(scan.records[0][1])
+        records = decode_entry(scan.records[0][1]).records
     except RecordDecodeError as exc:
         raise CorruptionError(str(exc), path=path, offset=offset) from None
+    for record in records:
+        if revision is None or record.revision == revision:
+            return record
+    raise CorruptionError(f"revision {revision} is not in this record", path=path, offset=offset)
 
 
 def scan_records(path: str, *, upto: int | None = None) -> Iterator[tuple[int, EventRecord]]:
@@ -59,12 +65,13 @@ def scan_records(path: str, *, upto: int | None = None) -> Iterator[tuple[int, E
         data = f.read()
     for offset, payload in scan_segment(data, start=HEADER_SIZE).records:
         try:
-            record = decode_record(payload)
+            records = decode_entry(payload).records
         except RecordDecodeError as exc:
             raise CorruptionError(str(exc), path=path, offset=offset) from None
-        if upto is not None and record.revision > upto:
-            return
-        yield offset, record
+        for record in records:
+            if upto is not None and record.revision > upto:
+                return
+            yield offset, record
 
 
 class LogIndex:

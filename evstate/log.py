@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from evstate.diskio import DiskIO
 from evstate.errors import CorruptionError, StorageError, StoreFailedError
-from evstate.events import EventRecord, RecordDecodeError, decode_record
+from evstate.events import EventRecord, RecordDecodeError, decode_entry
 from evstate.segment import (
     HEADER_SIZE,
     SEGMENT_NAME_RE,
@@ -69,6 +69,7 @@ class SegmentLog:
         self.fsync_interval = fsync_interval_ms / 1000.0
         self.io = io or DiskIO()
         self.recovery_notes: list[str] = []
+        self.recovered_cursors: dict[str, int] = {}  # trigger cursors found in batch records
         self.head_revision = 0
         self._active: _Segment | None = None
         self._io_lock = threading.Lock()  # order: store write lock -> _io_lock -> _sync_cond
@@ -156,18 +157,22 @@ class SegmentLog:
             scan = scan_segment(data)
             for offset, payload in scan.records:
                 try:
-                    record = decode_record(payload)
+                    entry = decode_entry(payload)
                 except RecordDecodeError as exc:
                     raise CorruptionError(str(exc), path=path, offset=offset) from None
-                if record.revision != expected:
-                    raise CorruptionError(
-                        f"revision {record.revision} where {expected} was expected",
-                        path=path,
-                        offset=offset,
-                    )
-                expected += 1
-                if record.revision > after:
-                    yield record
+                for record in entry.records:
+                    if record.revision != expected:
+                        raise CorruptionError(
+                            f"revision {record.revision} where {expected} was expected",
+                            path=path,
+                            offset=offset,
+                        )
+                    expected += 1
+                    if record.revision > after:
+                        yield record
+                if entry.cursor is not None and entry.records[-1].revision > after:
+                    name, cursor = entry.cursor
+                    self.recovered_cursors[name] = max(cursor, self.recovered_cursors.get(name, 0))
             if scan.bad_offset is not None:
                 if scan.corrupt or not is_last:
                     raise CorruptionError(
@@ -225,12 +230,13 @@ class SegmentLog:
                 "reopen it to recover from the log"
             )
 
-    def append(self, payload: bytes, revision: int) -> tuple[int, int]:
+    def append(self, payload: bytes, revision: int, last: int | None = None) -> tuple[int, int]:
         """Write one record; it is in the OS (survives a process crash) on return.
 
         Durability against power loss comes from :meth:`wait_durable` (``fsync: always``),
         the background syncer (``interval``) or :meth:`flush`.
 
+        ``revision`` is the record's (first) revision; ``last`` its last one for a batch.
         Returns ``(first revision of the segment written to, offset of the record)``.
 
         Raises:
@@ -251,8 +257,8 @@ class SegmentLog:
                 raise StorageError(f"could not append to {seg.path}: {exc}") from exc
             offset = seg.size
             seg.size += len(frame)
-            self._written = revision
-            self.head_revision = revision
+            self._written = revision if last is None else last
+            self.head_revision = self._written
             return seg.first_revision, offset
 
     def _undo_partial_write(self, seg: _Segment, exc: OSError) -> None:

@@ -39,9 +39,10 @@ HEADER_SIZE: Final = HEADER.size
 FRAME: Final = struct.Struct("<II")
 FRAME_SIZE: Final = FRAME.size
 MAX_RECORD_BYTES: Final = 1 << 30
-# Every event payload starts with CBOR "array of 8" then the kind 1 (docs/format.md §2);
-# the corruption check looks for this to find valid records after a bad one.
-_PAYLOAD_PREFIX: Final = b"\x88\x01"
+# Every payload starts with CBOR "array of 8" then kind 1, or "array of 4" then kind 2
+# (docs/format.md §2); the corruption check looks for these to find valid records after a
+# bad one.
+_PAYLOAD_PREFIXES: Final = (b"\x88\x01", b"\x84\x02")
 SEGMENT_NAME_RE: Final = re.compile(r"^(\d{20})\.log$")
 
 
@@ -115,15 +116,17 @@ def _check_frame(buf: memoryview, pos: int, end: int) -> str | None:
 
 def _valid_record_after(buf: memoryview, data: bytes, pos: int, end: int) -> int | None:
     """Offset of a valid framed event record starting after ``pos``, if there is one."""
-    search = pos + 1 + FRAME_SIZE
-    while True:
-        hit = data.find(_PAYLOAD_PREFIX, search, end)
-        if hit < 0:
-            return None
-        candidate = hit - FRAME_SIZE
-        if _check_frame(buf, candidate, end) is None:
-            return candidate
-        search = hit + 1
+    for prefix in _PAYLOAD_PREFIXES:
+        search = pos + 1 + FRAME_SIZE
+        while True:
+            hit = data.find(prefix, search, end)
+            if hit < 0:
+                break
+            candidate = hit - FRAME_SIZE
+            if _check_frame(buf, candidate, end) is None:
+                return candidate
+            search = hit + 1
+    return None
 
 
 def scan_segment(data: bytes, *, start: int = HEADER_SIZE) -> ScanResult:

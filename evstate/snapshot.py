@@ -16,7 +16,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import cbor2
 
@@ -27,6 +27,7 @@ __all__ = [
     "CHUNK_KEYS",
     "SNAPSHOT_MAGIC",
     "SNAPSHOT_NAME_RE",
+    "Snapshot",
     "SnapshotError",
     "SnapshotInfo",
     "iter_snapshot_chunks",
@@ -46,6 +47,15 @@ SNAPSHOT_NAME_RE: Final = re.compile(r"^(\d{20})\.snap$")
 TRAILER_TAG: Final = "end"
 
 Scopes = dict[str, dict[str, bytes]]
+
+
+class Snapshot(NamedTuple):
+    """A snapshot's content: the state at ``revision`` and the trigger cursors then."""
+
+    revision: int
+    timestamp: int
+    scopes: Scopes
+    cursors: dict[str, int]
 
 
 class SnapshotError(ValueError):
@@ -83,7 +93,12 @@ def _chunks(scopes: Scopes) -> Iterator[list[object]]:
 
 
 def write_snapshot(
-    directory: str, revision: int, timestamp: int, scopes: Scopes, io: DiskIO
+    directory: str,
+    revision: int,
+    timestamp: int,
+    scopes: Scopes,
+    io: DiskIO,
+    cursors: dict[str, int] | None = None,
 ) -> SnapshotInfo:
     """Write the snapshot of ``revision`` atomically and durably; returns where it is.
 
@@ -105,7 +120,7 @@ def write_snapshot(
             if len(buffer) >= 1 << 20:
                 io.write_all(fd, bytes(buffer))
                 buffer.clear()
-        buffer += frame_record(cbor2.dumps([TRAILER_TAG, chunks, keys]))
+        buffer += frame_record(cbor2.dumps([TRAILER_TAG, chunks, keys, dict(cursors or {})]))
         io.write_all(fd, bytes(buffer))
         io.fsync(fd)
     finally:
@@ -125,8 +140,8 @@ def list_snapshots(directory: str, io: DiskIO) -> list[SnapshotInfo]:
     return sorted(found, key=lambda s: s.revision)
 
 
-def _parse(data: bytes, path: str) -> tuple[int, int, list[memoryview]]:
-    """Validate a snapshot image; return (revision, timestamp, chunk payloads)."""
+def _parse(data: bytes, path: str) -> tuple[int, int, list[memoryview], dict[str, int]]:
+    """Validate a snapshot image; return (revision, timestamp, chunk payloads, cursors)."""
     if len(data) < SNAPSHOT_HEADER.size:
         raise SnapshotError(f"{path}: truncated header")
     magic, version, _flags, revision, timestamp, crc, _ = SNAPSHOT_HEADER.unpack_from(data)
@@ -146,12 +161,13 @@ def _parse(data: bytes, path: str) -> tuple[int, int, list[memoryview]]:
         trailer = None
     if (
         not isinstance(trailer, list)
-        or len(trailer) != 3
+        or len(trailer) != 4
         or trailer[0] != TRAILER_TAG
         or trailer[1] != len(payloads) - 1
+        or not isinstance(trailer[3], dict)
     ):
         raise SnapshotError(f"{path}: truncated (no valid trailer)")
-    return int(revision), int(timestamp), payloads[:-1]
+    return int(revision), int(timestamp), payloads[:-1], trailer[3]
 
 
 def _decode_chunks(payloads: list[memoryview], path: str) -> Iterator[tuple[str, list[object]]]:
@@ -167,12 +183,11 @@ def _decode_chunks(payloads: list[memoryview], path: str) -> Iterator[tuple[str,
 
 def iter_snapshot_chunks(data: bytes, path: str) -> Iterator[tuple[str, list[object]]]:
     """Validate a snapshot image, then yield its ``(scope, [key, value, ...])`` chunks."""
-    _revision, _timestamp, payloads = _parse(data, path)
-    return _decode_chunks(payloads, path)
+    return _decode_chunks(_parse(data, path)[2], path)
 
 
-def read_snapshot(path: str, io: DiskIO) -> tuple[int, int, Scopes]:
-    """Read a whole snapshot: ``(revision, timestamp, scope -> key -> encoded value)``.
+def read_snapshot(path: str, io: DiskIO) -> Snapshot:
+    """Read a whole snapshot (state as ``scope -> key -> encoded value``, and cursors).
 
     Raises:
         SnapshotError: missing, truncated, bad checksum, or badly shaped content.
@@ -181,7 +196,7 @@ def read_snapshot(path: str, io: DiskIO) -> tuple[int, int, Scopes]:
         data = io.read_file(path)
     except OSError as exc:
         raise SnapshotError(f"{path}: {exc}") from None
-    revision, timestamp, payloads = _parse(data, path)
+    revision, timestamp, payloads, cursors = _parse(data, path)
     scopes: Scopes = {}
     for scope, flat in _decode_chunks(payloads, path):
         it = iter(flat)
@@ -190,4 +205,4 @@ def read_snapshot(path: str, io: DiskIO) -> tuple[int, int, Scopes]:
             scopes[scope] = dict(zip(it, it, strict=True))  # type: ignore[arg-type]
         else:
             keys.update(zip(it, it, strict=True))  # type: ignore[arg-type]
-    return revision, timestamp, scopes
+    return Snapshot(revision, timestamp, scopes, cursors)

@@ -26,11 +26,13 @@ from evstate.errors import (
     StoreLockedError,
     ValueTooLargeError,
 )
-from evstate.events import CREATED, DELETED, UPDATED, EventRecord, encode_record
+from evstate.events import CREATED, DELETED, UPDATED, EventRecord, encode_batch, encode_record
 from evstate.log import SegmentLog
 from evstate.ops import apply_update_ops, parse_ops
 from evstate.store_history import HistoryMethods, check_name
+from evstate.store_triggers import TriggerMethods
 from evstate.timeline import FileTimeline, MemoryTimeline, Timeline
+from evstate.triggers import TriggerManager
 from evstate.values import decode_value, encode_value, json_size, validate_value
 
 __all__ = ["Store"]
@@ -63,7 +65,7 @@ class _DirectoryLock:
         os.close(self.fd)  # closing the descriptor drops the flock
 
 
-class Store(HistoryMethods):
+class Store(TriggerMethods, HistoryMethods):
     """An evstate store: state by scope and key, every change an event in the log.
 
     Open one with :func:`evstate.open`. Thread-safe: any number of threads may call one
@@ -95,11 +97,23 @@ class Store(HistoryMethods):
         self._path: str | None = None
         self._snapshot_lock = threading.Lock()
         self._snapshot_revision = 0
+        self._recovered_cursors: dict[str, int] = {}
+        self._io = io
         self._timeline: Timeline
         if config.store_method == "file_based":
             self._open_files(config, io)
         else:
             self._timeline = MemoryTimeline()
+        self._visible = self._revision
+        self._feed: builtins.list[EventRecord] = []
+        self._feed_first = self._revision + 1
+        self._triggers = TriggerManager(
+            self,
+            directory=self._path,
+            io=self._io,
+            recovered=self._recovered_cursors,
+            enabled=config.triggers_enabled,
+        )
         self._stop = threading.Event()
         self._maintainer = threading.Thread(
             target=self._maintenance_loop, name="evstate-snapshotter", daemon=True
@@ -116,11 +130,11 @@ class Store(HistoryMethods):
             raise StorageError(f"{path} is not a directory")
         self._path = path
         self._lock = _DirectoryLock(path)
-        io = io or DiskIO()
+        io = self._io = io or DiskIO()
         try:
             timeline = FileTimeline(path, io, self._write_lock)
             self._timeline = timeline
-            base, timestamp, scopes = timeline.load_newest_snapshot()
+            base, timestamp, scopes, self._recovered_cursors = timeline.load_newest_snapshot()
             self._table.load(scopes)
             self._snapshot_revision = base
             self._log = SegmentLog(
@@ -135,6 +149,8 @@ class Store(HistoryMethods):
                 apply(record)
                 timestamp = record.timestamp
             timeline.attach(self._log)
+            for name, cursor in self._log.recovered_cursors.items():
+                self._recovered_cursors[name] = max(cursor, self._recovered_cursors.get(name, 0))
             self._revision = self._log.head_revision
             self._last_timestamp = timestamp
         except BaseException:
@@ -174,30 +190,85 @@ class Store(HistoryMethods):
 
     # ---- the write path -------------------------------------------------------------
 
+    def _next_timestamp(self) -> int:
+        now = time.time_ns() // 1_000_000
+        return now if now > self._last_timestamp else self._last_timestamp
+
+    def _applied(self, records: builtins.list[EventRecord], segment: int, offset: int) -> None:
+        """Apply appended records to the table, the timeline and the feed (write lock held)."""
+        for record in records:
+            self._timeline.recorded(record, segment, offset)
+            if record.new is None:
+                self._table.remove(record.scope, record.key)
+            else:
+                self._table.put(record.scope, record.key, record.new)
+        self._feed_append(records)
+        self._revision = records[-1].revision
+        self._last_timestamp = records[-1].timestamp
+        if self._log is None or self._config.fsync != "always":
+            self._visible = self._revision
+
     def _commit(
         self, scope: str, key: str, type_code: int, old: bytes | None, new: bytes | None
     ) -> int:
         """Append and apply one event. Caller holds the write lock. Returns the revision."""
         revision = self._revision + 1
-        now = time.time_ns() // 1_000_000
-        timestamp = now if now > self._last_timestamp else self._last_timestamp
-        record = EventRecord(revision, timestamp, type_code, scope, key, old, new)
+        record = EventRecord(revision, self._next_timestamp(), type_code, scope, key, old, new)
+        segment = offset = 0
         if self._log is not None:
             segment, offset = self._log.append(encode_record(record), revision)
-            self._timeline.recorded(record, segment, offset)
-        else:
-            self._timeline.recorded(record, 0, 0)
-        if new is None:
-            self._table.remove(scope, key)
-        else:
-            self._table.put(scope, key, new)
-        self._revision = revision
-        self._last_timestamp = timestamp
+        self._applied([record], segment, offset)
         return revision
+
+    def _commit_batch(
+        self, writes: builtins.list[tuple[Any, ...]], cursor: tuple[str, int]
+    ) -> None:
+        """Commit a trigger handler's writes and its cursor advance as ONE log record.
+
+        ``writes`` are ``("set", scope, key, encoded)``, ``("update", scope, key, parsed
+        ops)`` or ``("delete", scope, key, None)``; updates are applied to the state current
+        now. Durable per ``fsync`` on return.
+        """
+        with self._write_lock:
+            self._check_open()
+            if self._log is not None:
+                self._log.check_writable()
+            timestamp = self._next_timestamp()
+            revision = self._revision
+            overlay: dict[tuple[str, str], bytes | None] = {}
+            records: builtins.list[EventRecord] = []
+            for kind, scope, key, arg in writes:
+                old = (
+                    overlay[(scope, key)]
+                    if (scope, key) in overlay
+                    else self._table.get(scope, key)
+                )
+                if kind == "set":
+                    new: bytes | None = arg
+                elif kind == "update":
+                    current = {} if old is None else decode_value(old)
+                    new = encode_value(apply_update_ops(current, arg, missing=old is None)[0])
+                else:
+                    new = None
+                type_code = DELETED if new is None else (CREATED if old is None else UPDATED)
+                revision += 1
+                records.append(EventRecord(revision, timestamp, type_code, scope, key, old, new))
+                overlay[(scope, key)] = new
+            segment = offset = 0
+            if self._log is not None:
+                payload = encode_batch(records, cursor)
+                segment, offset = self._log.append(payload, records[0].revision, revision)
+            self._applied(records, segment, offset)
+        self._acknowledge(revision)
 
     def _acknowledge(self, revision: int) -> None:
         if self._log is not None and self._config.fsync == "always":
             self._log.wait_durable(revision)
+            durable = self._log.durable_revision
+            if durable > self._visible:
+                self._visible = min(durable, self._revision)
+        if self._triggers.active:
+            self._triggers.notify()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -296,6 +367,9 @@ class Store(HistoryMethods):
 
     # ---- reads ----------------------------------------------------------------------
 
+    def _raw_value(self, scope: str, key: str) -> bytes | None:
+        return self._table.get(scope, key)
+
     def get(self, scope: str, key: str) -> Any:
         """The value of ``scope/key`` (a fresh copy), or ``None`` if it does not exist."""
         if self._closed:
@@ -360,6 +434,10 @@ class Store(HistoryMethods):
         self._stop.set()
         if self._maintainer is not threading.current_thread():
             self._maintainer.join()
+        try:
+            self._triggers.close()
+        except Exception:  # the log close below still makes acknowledged writes durable
+            log.exception("evstate: closing triggers failed")
         try:
             if self._log is not None:
                 self._log.close()

@@ -93,15 +93,25 @@ class HistoryMethods:
                 if self._log is None or revision == self._snapshot_revision:
                     return revision
                 scopes = self._table.scope_map()
+                cursors = self._committed_cursors()
                 timestamp = self._last_timestamp
                 self._log.roll_now()
             assert isinstance(self._timeline, FileTimeline)
-            self._timeline.write_snapshot(revision, timestamp, scopes)
+            self._timeline.write_snapshot(revision, timestamp, scopes, cursors)
             self._snapshot_revision = revision
             return revision
 
+    def _committed_cursors(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def _trigger_pin(self) -> int | None:
+        raise NotImplementedError
+
     def _retention_cutoff(self) -> int:
-        """Newest revision the retention policy lets go of (0: keep everything)."""
+        """Newest revision the retention policy lets go of (0: keep everything).
+
+        Registered triggers pin what they still have to read: never past their cursors.
+        """
         max_revisions, max_age = retention_limits(self._config.retention)
         head = self._revision
         cutoff = 0
@@ -111,6 +121,9 @@ class HistoryMethods:
             now = time.time_ns() // 1_000_000
             first_kept = self._timeline.first_revision_from_time(now - max_age, head)
             cutoff = max(cutoff, first_kept - 1)
+        pin = self._trigger_pin()
+        if pin is not None:
+            cutoff = min(cutoff, pin)
         return min(cutoff, head)
 
     def compact(self) -> dict[str, Any]:
@@ -292,7 +305,7 @@ class HistoryMethods:
 
         os.makedirs(target, exist_ok=True)
         io = DiskIO()
-        write_snapshot(target, view.revision, view.timestamp or 0, view._scopes, io)
+        write_snapshot(target, view.revision, view.timestamp or 0, view._scopes, io, {})
         io.fsync_dir(os.path.dirname(target))
         return target
 

@@ -18,11 +18,17 @@ from typing import Any, Protocol
 
 from evstate.diskio import DiskIO
 from evstate.errors import CorruptionError, HistoryCompactedError
-from evstate.events import DELETED, EventRecord, decode_record
+from evstate.events import DELETED, EventRecord, decode_entry
 from evstate.history import LogIndex, read_record_at, scan_records
 from evstate.log import SegmentLog
 from evstate.segment import HEADER_SIZE, decode_header, scan_segment, segment_name
-from evstate.snapshot import SnapshotError, list_snapshots, read_snapshot, write_snapshot
+from evstate.snapshot import (
+    Snapshot,
+    SnapshotError,
+    list_snapshots,
+    read_snapshot,
+    write_snapshot,
+)
 
 __all__ = ["FileTimeline", "MemoryTimeline", "Scopes", "Timeline", "apply_record"]
 
@@ -99,8 +105,8 @@ class FileTimeline:
 
     # ---- snapshots ----------------------------------------------------------------
 
-    def load_newest_snapshot(self) -> tuple[int, int, Scopes]:
-        """The newest valid snapshot as ``(revision, timestamp, state)``; ``(0, 0, {})`` if none.
+    def load_newest_snapshot(self) -> Snapshot:
+        """The newest valid snapshot; an empty one at revision 0 if there is none.
 
         Removes leftover ``.snap.tmp`` files. A bad snapshot is reported (log and
         :attr:`notes`) and the next older one is tried.
@@ -114,11 +120,13 @@ class FileTimeline:
                 return read_snapshot(info.path, self.io)
             except SnapshotError as exc:
                 self._note(f"ignored bad snapshot ({exc}); falling back to an older state")
-        return 0, 0, {}
+        return Snapshot(0, 0, {}, {})
 
-    def write_snapshot(self, revision: int, timestamp: int, scopes: Scopes) -> str:
+    def write_snapshot(
+        self, revision: int, timestamp: int, scopes: Scopes, cursors: dict[str, int]
+    ) -> str:
         """Write the snapshot of ``revision`` durably; returns its path."""
-        return write_snapshot(self.directory, revision, timestamp, scopes, self.io).path
+        return write_snapshot(self.directory, revision, timestamp, scopes, self.io, cursors).path
 
     def _snapshot_revisions(self) -> list[int]:
         return [s.revision for s in list_snapshots(self.directory, self.io)]
@@ -185,7 +193,7 @@ class FileTimeline:
         for revision in index.key_revisions(scope, key, low, high):
             first, offset = index.location(revision)
             try:
-                records.append(read_record_at(self._path(first), offset))
+                records.append(read_record_at(self._path(first), offset, revision))
             except FileNotFoundError:
                 raise HistoryCompactedError(
                     f"revision {revision} was compacted while being read",
@@ -224,7 +232,7 @@ class FileTimeline:
             if snap.revision > revision:
                 continue
             try:
-                base, _, scopes = read_snapshot(snap.path, self.io)
+                base, _, scopes, _ = read_snapshot(snap.path, self.io)
                 break
             except SnapshotError as exc:
                 self._note(f"ignored bad snapshot ({exc})")
@@ -282,15 +290,17 @@ class FileTimeline:
             scan = scan_segment(data, start=HEADER_SIZE)
             for offset, payload in scan.records:
                 try:
-                    record = decode_record(payload)
+                    records = decode_entry(payload).records
                 except ValueError as exc:
                     problems.append(f"{path} offset {offset}: {exc}")
                     break
-                if record.revision != expected:
-                    problems.append(
-                        f"{path} offset {offset}: revision {record.revision}, expected {expected}"
-                    )
-                expected = record.revision + 1
+                for record in records:
+                    if record.revision != expected:
+                        problems.append(
+                            f"{path} offset {offset}: revision {record.revision}, "
+                            f"expected {expected}"
+                        )
+                    expected = record.revision + 1
             is_last = i == len(segments) - 1
             if scan.bad_offset is not None and not (is_last and expected > head):
                 problems.append(f"{path} offset {scan.bad_offset}: {scan.reason}")
@@ -299,7 +309,7 @@ class FileTimeline:
         valid: list[tuple[int, Scopes]] = []
         for snap in list_snapshots(self.directory, self.io):
             try:
-                revision, _, scopes = read_snapshot(snap.path, self.io)
+                revision, _, scopes, _ = read_snapshot(snap.path, self.io)
                 valid.append((revision, scopes))
             except SnapshotError as exc:
                 problems.append(f"bad snapshot: {exc}")

@@ -30,6 +30,8 @@ RANKS: dict[str, int] = {
     "timeline": 4,
     "functions": 4,
     "store_history": 5,
+    "triggers": 5,
+    "store_triggers": 5.5,
     "store": 6,
     "__init__": 7,
     "aio": 8,
