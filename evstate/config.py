@@ -172,6 +172,9 @@ _FIELD_CHECKS: dict[str, _Check] = {
     "kv_server": _boolean,
     "server_host": _text,
     "server_port": _integer(1, 65535),
+    "server_auth_token": lambda v: None if v is None else _text(v),
+    "server_max_message_bytes": _integer(1024, 1 << 31),
+    "redis_url": _text,
     "source": lambda v: None if v is None else _text(v),
 }
 
@@ -203,6 +206,9 @@ class Config:
     kv_server: bool = False
     server_host: str = "127.0.0.1"
     server_port: int = 49134
+    server_auth_token: str | None = field(default=None, repr=False)
+    server_max_message_bytes: int = 64 * _MIB
+    redis_url: str = "redis://127.0.0.1:6379/0"
     source: str | None = None
 
     def __post_init__(self) -> None:
@@ -337,7 +343,12 @@ _ADAPTER_NAMES["modules"] = {
     "modules::state::adapters::RedisAdapter": "redis",
 }
 _STATE_CHECKS = {k: c for k, c in _OPTION_CHECKS.items() if k not in ("store_method", "file_path")}
-_MANAGER_CHECKS = {"host": _text, "port": _integer(1, 65535)}
+_MANAGER_CHECKS = {
+    "host": _text,
+    "port": _integer(1, 65535),
+    "auth_token": lambda v: None if v is None else _text(v),
+    "max_message_bytes": _integer(1024, 1 << 31),
+}
 # Precise messages for keys that are valid one level away, or unsafe to ignore.
 _STATE_NOTES = {k: f"{k} belongs in adapter.config" for k in ("store_method", "file_path")}
 _INNER_NOTES = {
@@ -515,7 +526,12 @@ def _resolve(found: _Found, source: str) -> Config:
     configured = found.adapter_config is not None or found.kv_server_configured
     if present and not configured and "store_method" not in values:
         values["store_method"] = "in_memory"  # iii parity: the kv store without a config block
-    for key, name in (("host", "server_host"), ("port", "server_port")):
+    for key, name in (
+        ("host", "server_host"),
+        ("port", "server_port"),
+        ("auth_token", "server_auth_token"),
+        ("max_message_bytes", "server_max_message_bytes"),
+    ):
         if key in found.server:
             values[name] = found.server[key]
     return Config(

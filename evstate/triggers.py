@@ -277,6 +277,7 @@ class TriggerManager:
         self._dirty = False
         self._closed = False
         self._closing = threading.Event()
+        self._active = False
         self.max_attempts = max_attempts
         self.backoff = backoff
         self._load(recovered)
@@ -394,6 +395,7 @@ class TriggerManager:
                 target=self._run, args=(state,), name=f"evstate-trigger-{name}", daemon=True
             )
             state.thread.start()
+            self._update_active()
         return Trigger(self, name)
 
     def _start_cursor(self, start: str | int, oldest: int) -> int:
@@ -426,6 +428,7 @@ class TriggerManager:
             thread.join()
         with self._lock:
             self._dirty = True
+            self._update_active()
             self._progress.notify_all()
 
     def delete(self, name: str) -> None:
@@ -547,6 +550,8 @@ class TriggerManager:
             except StorageError:
                 raise
             except Exception as exc:
+                if state.stop.is_set():
+                    return False  # unregistered mid-call (e.g. the worker went away): redeliver later
                 attempt += 1
                 state.last_error = f"{type(exc).__name__}: {exc}"
                 if attempt >= self.max_attempts:
@@ -689,8 +694,11 @@ class TriggerManager:
 
     @property
     def active(self) -> bool:
-        """True when at least one trigger is registered."""
-        return any(s.registered for s in self._states.values())
+        """True when at least one trigger is registered (cheap: checked on every write)."""
+        return self._active
+
+    def _update_active(self) -> None:
+        self._active = any(s.registered for s in self._states.values())
 
     def close(self) -> None:
         """Stop every runner and write a final checkpoint."""
