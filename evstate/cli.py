@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--dir", help="store directory (default ./data)")
     common.add_argument("--config", help="config.yaml describing the store")
     sub = parser.add_subparsers(dest="command", required=True)
+    from evstate import cli_serve
+
+    cli_serve.register(sub)
     for name, help_text, fields in [
         ("get", "print the value of SCOPE/KEY (null if missing)", ["scope", "key"]),
         ("set", "set SCOPE/KEY to the JSON VALUE", ["scope", "key", "value"]),
@@ -77,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``evstate`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        return int(args.handler(args))
     try:
         _print(_run(args))
     except Error as exc:

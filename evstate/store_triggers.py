@@ -87,9 +87,12 @@ class TriggerMethods:
             return decorator
         return register(handler)
 
-    def unregister_trigger(self, name: str) -> None:
-        """Stop delivering to ``name``; its cursor is kept (registering again resumes)."""
-        self._triggers.unregister(name)
+    def unregister_trigger(self, name: str, *, wait: bool = True) -> None:
+        """Stop delivering to ``name``; its cursor is kept (registering again resumes).
+
+        ``wait=False`` returns without waiting for an in-flight handler call to end.
+        """
+        self._triggers.unregister(name, wait=wait)
 
     def delete_trigger(self, name: str) -> None:
         """Unregister ``name`` and forget its cursor and parked events."""

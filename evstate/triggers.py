@@ -392,7 +392,10 @@ class TriggerManager:
             state.scope, state.key = scope, key
             state.stop = threading.Event()
             state.thread = threading.Thread(
-                target=self._run, args=(state,), name=f"evstate-trigger-{name}", daemon=True
+                target=self._run,
+                args=(state, state.stop),
+                name=f"evstate-trigger-{name}",
+                daemon=True,
             )
             state.thread.start()
             self._update_active()
@@ -414,8 +417,13 @@ class TriggerManager:
             f"start must be 'latest', 'earliest' or a revision >= 1, got {start!r}"
         )
 
-    def unregister(self, name: str) -> None:
-        """Stop ``name``'s runner; keep its cursor and dead letters."""
+    def unregister(self, name: str, *, wait: bool = True) -> None:
+        """Stop ``name``'s runner; keep its cursor and dead letters.
+
+        With ``wait=False`` it returns at once (safe to call from an event loop whose
+        handler calls the runner may be waiting on); the runner stops on its own and never
+        advances the cursor past an event it did not finish.
+        """
         with self._lock:
             state = self._states.get(name)
             if state is None or state.thread is None:
@@ -424,7 +432,7 @@ class TriggerManager:
             state.stop.set()
         with self.feed:
             self.feed.notify_all()
-        if thread is not threading.current_thread():
+        if wait and thread is not threading.current_thread():
             thread.join()
         with self._lock:
             self._dirty = True
@@ -485,14 +493,15 @@ class TriggerManager:
         with self.feed:
             self.feed.notify_all()
 
-    def _run(self, state: _TriggerState) -> None:
+    def _run(self, state: _TriggerState, stop: threading.Event) -> None:
+        # ``stop`` is this runner's own event: a later registration gets a new one.
         loops: dict[str, asyncio.AbstractEventLoop] = {}
         try:
-            while not state.stop.is_set() and not self._closed:
+            while not stop.is_set() and not self._closed:
                 head = self._host._visible_revision()
                 if not self._enabled or state.cursor >= head:
                     with self.feed:
-                        if not state.stop.is_set() and (
+                        if not stop.is_set() and (
                             not self._enabled or state.cursor >= self._host._visible_revision()
                         ):
                             self.feed.wait(0.5)
@@ -500,11 +509,13 @@ class TriggerManager:
                 try:
                     records = self._host._iter_records(state.cursor + 1, head)
                     for record in records:
-                        if state.stop.is_set() or not self._enabled:
+                        if stop.is_set() or not self._enabled:
                             break
-                        if not self._deliver(state, record, loops):
+                        if not self._deliver(state, record, loops, stop):
                             break  # stopping: this event stays undelivered
                         with self._lock:
+                            if stop.is_set():
+                                break
                             state.cursor = record.revision
                             self._dirty = True
                             if record.revision % 64 == 0 or record.revision >= head:
@@ -514,7 +525,7 @@ class TriggerManager:
                 except HistoryCompactedError as exc:
                     state.last_error = str(exc)
                     log.error("evstate: trigger %r is behind the horizon: %s", state.name, exc)
-                    state.stop.wait(1.0)
+                    stop.wait(1.0)
                 except StorageError as exc:
                     state.last_error = f"store failed: {exc}"
                     log.error("evstate: trigger %r stopped: %s", state.name, exc)
@@ -529,6 +540,7 @@ class TriggerManager:
         state: _TriggerState,
         record: EventRecord,
         loops: dict[str, asyncio.AbstractEventLoop],
+        stop: threading.Event,
     ) -> bool:
         """Run one event through condition and handler; False if stopped before finishing."""
         if (state.scope is not None and record.scope != state.scope) or (
@@ -550,8 +562,10 @@ class TriggerManager:
             except StorageError:
                 raise
             except Exception as exc:
-                if state.stop.is_set():
-                    return False  # unregistered mid-call (e.g. the worker went away): redeliver later
+                if stop.is_set():
+                    return (
+                        False  # unregistered mid-call (e.g. the worker went away): redeliver later
+                    )
                 attempt += 1
                 state.last_error = f"{type(exc).__name__}: {exc}"
                 if attempt >= self.max_attempts:
@@ -564,7 +578,7 @@ class TriggerManager:
                     attempt,
                     state.last_error,
                 )
-                if state.stop.wait(self.backoff * 2 ** (attempt - 1)):
+                if stop.wait(self.backoff * 2 ** (attempt - 1)):
                     return False
 
     def _park(self, state: _TriggerState, event: TriggerEvent, error: str, attempts: int) -> None:

@@ -36,6 +36,8 @@ RANKS: dict[str, int] = {
     "__init__": 7,
     "aio": 8,
     "cli": 8,
+    "cli_serve": 7.9,
+    "server": 7.5,
     "__main__": 9,
 }
 
