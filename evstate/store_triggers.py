@@ -159,7 +159,7 @@ class TriggerMethods:
         """Keep recent records for live delivery (write lock held)."""
         feed = self._feed
         feed.extend(records)
-        if len(feed) > 2 * FEED_CAPACITY:
+        if len(feed) > 2 * FEED_CAPACITY:  # amortized trim: drop the older half
             del feed[:FEED_CAPACITY]
             self._feed_first += FEED_CAPACITY
 
