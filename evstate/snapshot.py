@@ -33,6 +33,7 @@ __all__ = [
     "iter_snapshot_chunks",
     "list_snapshots",
     "read_snapshot",
+    "read_snapshot_header",
     "snapshot_name",
     "write_snapshot",
 ]
@@ -128,6 +129,25 @@ def write_snapshot(
     io.rename(tmp, final)
     io.fsync_dir(directory)
     return SnapshotInfo(revision, final)
+
+
+def read_snapshot_header(path: str) -> tuple[int, int]:
+    """``(revision, timestamp)`` from a snapshot's header (checked), without the body.
+
+    Raises:
+        SnapshotError: missing file or bad header.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(SNAPSHOT_HEADER.size)
+    except OSError as exc:
+        raise SnapshotError(f"{path}: {exc}") from None
+    if len(data) < SNAPSHOT_HEADER.size:
+        raise SnapshotError(f"{path}: truncated header")
+    magic, _version, _flags, revision, timestamp, crc, _ = SNAPSHOT_HEADER.unpack_from(data)
+    if magic != SNAPSHOT_MAGIC or zlib.crc32(data[:24]) != crc:
+        raise SnapshotError(f"{path}: bad header")
+    return int(revision), int(timestamp)
 
 
 def list_snapshots(directory: str, io: DiskIO) -> list[SnapshotInfo]:

@@ -171,6 +171,22 @@ class HistoryMethods:
 
     # ---- audit and point-in-time ----------------------------------------------------
 
+    def _check_lower_bound(self, bound: object, low: int | None, oldest: int) -> None:
+        """Raise HistoryCompactedError if a lower bound asks for compacted events."""
+        if low is None or oldest <= 1:
+            return
+        if isinstance(bound, int) and not isinstance(bound, bool):
+            if low < oldest:
+                _raise_compacted(low, oldest)
+            return
+        horizon_ms = self._timeline.horizon_timestamp()
+        if horizon_ms is not None and _time_ms(bound) <= horizon_ms:  # type: ignore[arg-type]
+            raise HistoryCompactedError(
+                f"events before {bound} were compacted (the oldest retained event is revision "
+                f"{oldest})",
+                horizon=oldest,
+            )
+
     def _revision_bound(self, bound: int | datetime | None, *, low: bool) -> int | None:
         if bound is None:
             return None
@@ -204,8 +220,7 @@ class HistoryMethods:
         check_name("key", key)
         oldest = self._timeline.oldest_revision()
         low = self._revision_bound(since, low=True)
-        if low is not None and low < oldest and (since != 0 or oldest > 1):
-            _raise_compacted(low, oldest)
+        self._check_lower_bound(since, low, oldest)
         high = self._revision_bound(until, low=False)
         records = self._timeline.key_records(
             scope, key, max(low or 0, oldest), self._revision if high is None else high
@@ -234,8 +249,7 @@ class HistoryMethods:
         self._check_open()
         oldest = self._timeline.oldest_revision()
         low = self._revision_bound(start, low=True)
-        if low is not None and low < oldest and low > 0 and oldest > 1:
-            _raise_compacted(low, oldest)
+        self._check_lower_bound(start, low, oldest)
         high = self._revision_bound(end, low=False)
         head = self._revision if high is None else min(high, self._revision)
         return self._iter_events(max(low or 0, oldest), head, scope, key)
@@ -252,7 +266,20 @@ class HistoryMethods:
             raise InvalidRequestError("give a revision or a time, not both")
         head = self._revision
         if when is not None:
-            return self._timeline.revision_at_time(_time_ms(when), head)
+            ms = _time_ms(when)
+            target = self._timeline.revision_at_time(ms, head)
+            horizon_ms = self._timeline.horizon_timestamp()
+            if (
+                target < self._timeline.oldest_revision()
+                and horizon_ms is not None
+                and ms < horizon_ms
+            ):
+                horizon = self._timeline.horizon()
+                raise HistoryCompactedError(
+                    f"{when} is before the retention horizon (revision {horizon})",
+                    horizon=horizon,
+                )
+            return target
         if revision is None:
             return head
         if type(revision) is not int or revision < 0:

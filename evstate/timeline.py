@@ -24,6 +24,7 @@ from evstate.log import SegmentLog
 from evstate.segment import HEADER_SIZE, decode_header, scan_segment, segment_name
 from evstate.snapshot import (
     Snapshot,
+    read_snapshot_header,
     SnapshotError,
     list_snapshots,
     read_snapshot,
@@ -52,6 +53,7 @@ class Timeline(Protocol):
 
     def recorded(self, record: EventRecord, segment: int, offset: int) -> None: ...  # noqa: D102
     def horizon(self) -> int: ...  # noqa: D102
+    def horizon_timestamp(self) -> int | None: ...  # noqa: D102
     def oldest_revision(self) -> int: ...  # noqa: D102
     def revision_at_time(self, ms: int, head: int) -> int: ...  # noqa: D102
     def first_revision_from_time(self, ms: int, head: int) -> int: ...  # noqa: D102
@@ -169,6 +171,13 @@ class FileTimeline:
             return 0
         revisions = self._snapshot_revisions()
         return revisions[0] if revisions else self.segment_log.head_revision
+
+    def horizon_timestamp(self) -> int | None:
+        """Time (ms) of the event at the horizon; None when the horizon is revision 0."""
+        if self.horizon() == 0:
+            return None
+        snapshots = list_snapshots(self.directory, self.io)
+        return read_snapshot_header(snapshots[0].path)[1] if snapshots else None
 
     def oldest_revision(self) -> int:
         """The oldest revision whose event is still in the log."""
@@ -374,6 +383,7 @@ class MemoryTimeline:
     def __init__(self) -> None:
         self._records: list[EventRecord] = []
         self._base_revision = 0
+        self._base_timestamp: int | None = None
         self._base: Scopes = {}
         self._keys: dict[str, dict[str, list[int]]] = {}
         self._lock = threading.Lock()
@@ -389,6 +399,10 @@ class MemoryTimeline:
     def horizon(self) -> int:
         """The oldest revision whose state can be rebuilt."""
         return self._base_revision
+
+    def horizon_timestamp(self) -> int | None:
+        """Time (ms) of the event at the horizon; None when the horizon is revision 0."""
+        return self._base_timestamp
 
     def oldest_revision(self) -> int:
         """The oldest revision still held."""
@@ -442,6 +456,7 @@ class MemoryTimeline:
                 return {"base": self._base_revision, "events_dropped": 0}
             for record in self._records[:drop]:
                 apply_record(self._base, record)
+            self._base_timestamp = self._records[drop - 1].timestamp
             self._records = self._records[drop:]
             self._base_revision += drop
             low = self._base_revision + 1

@@ -251,3 +251,22 @@ def test_events_before_the_horizon_raise(make_store: Callable[..., evstate.Store
     with pytest.raises(evstate.HistoryCompactedError):
         list(store.events(1))
     assert next(e.revision for e in store.events()) == oldest
+
+
+def test_times_before_the_horizon_raise(make_store: Callable[..., evstate.Store]) -> None:
+    store = make_store(retention={"revisions": 5})
+    long_ago = datetime.now() - timedelta(days=1)
+    for i in range(40):
+        store.set("s", "k", i)
+        if i % 10 == 9:
+            store.snapshot()
+    store.compact()
+    assert store.stats()["oldest_revision"] > 1
+    with pytest.raises(evstate.HistoryCompactedError):
+        store.at(time=long_ago)
+    with pytest.raises(evstate.HistoryCompactedError):
+        store.history("s", "k", since=long_ago)
+    with pytest.raises(evstate.HistoryCompactedError):
+        list(store.events(long_ago))
+    now = datetime.now() + timedelta(seconds=1)
+    assert store.at(time=now).get("s", "k") == 39
