@@ -24,10 +24,10 @@ from evstate.log import SegmentLog
 from evstate.segment import HEADER_SIZE, decode_header, scan_segment, segment_name
 from evstate.snapshot import (
     Snapshot,
-    read_snapshot_header,
     SnapshotError,
     list_snapshots,
     read_snapshot,
+    read_snapshot_header,
     write_snapshot,
 )
 
