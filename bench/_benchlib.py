@@ -135,7 +135,7 @@ class Figure:
     name: str  # what was measured
     evstate: float
     baseline: float
-    unit: str  # "ops/s", "events/s", "MiB"
+    unit: str  # "ops/s", "events/s", "MiB", "ms"
     baseline_name: str
     target: str  # human-readable target, "" for context rows
     met: bool | None  # None: context row, no target
@@ -155,6 +155,12 @@ class Figure:
 def fmt_value(value: float, unit: str) -> str:
     if unit == "MiB":
         return f"{value:,.0f} MiB"
+    if unit == "ms":  # latencies and durations: lower is better
+        if value >= 100:
+            return f"{value:,.0f} ms"
+        if value >= 1:
+            return f"{value:.1f} ms"
+        return f"{value * 1000:.0f} us"
     suffix = "/s"
     if value >= 1e6:
         return f"{value / 1e6:.2f}M{suffix}"

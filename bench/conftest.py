@@ -152,7 +152,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     tr.write_line(f"evstate {source_version()}; python {platform.python_version()}")
     tr.write_line(
         "ratio = evstate / baseline, both measured in this run with interleaved rounds "
-        "(medians); memory: ratio = evstate RSS / dict RSS, lower is better"
+        "(medians); memory: ratio = evstate RSS / dict RSS, lower is better; "
+        "times (ms, us): ratio = evstate time / baseline time, lower is better"
     )
     for line in format_table(figs):
         tr.write_line(line)

@@ -34,6 +34,7 @@ from evstate.errors import (
     ValueTooLargeError,
 )
 from evstate.events import Event
+from evstate.follower import Follower, follow
 from evstate.ops import UpdateOp
 from evstate.store import Store
 from evstate.triggers import Trigger, TriggerContext, TriggerEvent
@@ -47,6 +48,7 @@ __all__ = [
     "CorruptionError",
     "Error",
     "Event",
+    "Follower",
     "FunctionNotFoundError",
     "HistoryCompactedError",
     "InvalidRequestError",
@@ -64,6 +66,7 @@ __all__ = [
     "UpdateOp",
     "ValueTooLargeError",
     "__version__",
+    "follow",
     "load_config",
     "open",
 ]

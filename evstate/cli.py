@@ -1,95 +1,88 @@
 """The ``evstate`` command line: thin over the library, JSON in and out.
 
-Errors a user can cause (missing directory, locked store, bad JSON) print one line to
-stderr and exit with status 1 or 2; never a traceback.
+One module per command group: :mod:`evstate.cli_state` (get, set, delete, update, list,
+groups), :mod:`evstate.cli_audit` (log, tail, history), :mod:`evstate.cli_recovery` (at,
+restore, verify, stats, snapshot, compact), :mod:`evstate.cli_triggers` (triggers) and
+:mod:`evstate.cli_serve` (serve); shared plumbing in :mod:`evstate.cli_common`. Every command
+sets ``handler`` and returns its exit status.
+
+Exit status: 0 success; 1 an error (one line on stderr, ``evstate: ...``, never a traceback
+for a mistake a user can make: missing directory, locked store, bad JSON, bad time, history
+compacted away); 2 a usage error (argparse) or, where documented, a partial failure.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-from typing import Any
 
 import evstate
-from evstate.errors import Error
+from evstate.cli_common import UsageError
+from evstate.errors import ConfigError, Error
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-
-def _open(args: argparse.Namespace) -> evstate.Store:
-    if args.config:
-        return evstate.open(args.dir, config=args.config)
-    return evstate.open(args.dir or "./data")
-
-
-def _json_arg(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"evstate: {what} is not valid JSON: {exc}") from None
-
-
-def _print(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False))
-
-
-def _run(args: argparse.Namespace) -> Any:
-    command = args.command
-    with _open(args) as store:
-        if command == "get":
-            return store.get(args.scope, args.key)
-        if command == "set":
-            return store.set(args.scope, args.key, _json_arg(args.value, "VALUE"))
-        if command == "delete":
-            return store.delete(args.scope, args.key)
-        if command == "update":
-            return store.update(args.scope, args.key, _json_arg(args.ops, "OPS"))
-        if command == "list":
-            return store.list(args.scope)
-        if command == "groups":
-            return store.list_groups()
-    raise AssertionError(command)
+EPILOG = """\
+Read commands (get, list, groups, log, tail, history, at, restore, verify, stats, and
+triggers without an action) open the store read-only as a follower: they work while
+another process owns it. set, delete, update, snapshot, compact and the triggers actions
+need the writer lock. Full reference: docs/cli.md.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to generate docs/cli.md)."""
-    parser = argparse.ArgumentParser(prog="evstate", description="evstate: event-sourced state")
-    parser.add_argument("--version", action="version", version=f"evstate {evstate.__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dir", help="store directory (default ./data)")
-    common.add_argument("--config", help="config.yaml describing the store")
-    sub = parser.add_subparsers(dest="command", required=True)
-    from evstate import cli_serve
+    from evstate import cli_audit, cli_recovery, cli_serve, cli_state, cli_triggers
 
+    parser = argparse.ArgumentParser(
+        prog="evstate",
+        description="evstate: an event-sourced state store (the iii engine's State module).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"evstate {evstate.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_serve.register(sub)
-    for name, help_text, fields in [
-        ("get", "print the value of SCOPE/KEY (null if missing)", ["scope", "key"]),
-        ("set", "set SCOPE/KEY to the JSON VALUE", ["scope", "key", "value"]),
-        ("delete", "delete SCOPE/KEY, print the deleted value", ["scope", "key"]),
-        ("update", "apply the JSON list of update OPS to SCOPE/KEY", ["scope", "key", "ops"]),
-        ("list", "print every key: value of SCOPE", ["scope"]),
-        ("groups", "print the scopes that hold keys", []),
-    ]:
-        cmd = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
-        for field in fields:
-            cmd.add_argument(field, metavar=field.upper())
+    cli_state.register(sub)
+    cli_audit.register(sub)
+    cli_recovery.register(sub)
+    cli_triggers.register(sub)
     return parser
 
 
+def _one_line(exc: Error) -> str:
+    if isinstance(exc, ConfigError):
+        return "invalid configuration: " + "; ".join(exc.problems)
+    lines = [line.strip() for line in (exc.message or str(exc)).splitlines() if line.strip()]
+    return " ".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``evstate`` console script; returns the exit status."""
+    """Entry point of the ``evstate`` console script; returns the exit status.
+
+    Raises:
+        SystemExit: usage errors (argparse, status 2) and unreadable input such as bad JSON
+            or a bad time (one line, status 1).
+    """
     args = build_parser().parse_args(argv)
-    if getattr(args, "handler", None) is not None:
-        return int(args.handler(args))
     try:
-        _print(_run(args))
+        return int(args.handler(args))
+    except UsageError as exc:
+        raise SystemExit(f"evstate: {exc}") from None
     except Error as exc:
-        print(f"evstate: {exc.message.splitlines()[0] if exc.message else exc}", file=sys.stderr)
-        if len(exc.message.splitlines()) > 1:
-            print(exc.message, file=sys.stderr)
+        print(f"evstate: {_one_line(exc)}", file=sys.stderr)
         return 1
-    return 0
+    except BrokenPipeError:
+        # The reader went away (``evstate log | head``): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        print(f"evstate: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DiskIO"]
+__all__ = ["FAILPOINTS", "DiskIO"]
+
+# Named points the engine announces with :meth:`DiskIO.failpoint` (evstate.testing.FaultyIO
+# can fail or cut the power at each; docs/reliability.md):
+FAILPOINTS = (
+    "segment_roll",  # log.py: sealing the active segment, before its fsync and the new one
+    "snapshot_write",  # snapshot.py: the segment is sealed, the snapshot file not yet begun
+    "cursor_save",  # triggers.py: the log is flushed, the cursor file not yet written
+    "compaction",  # timeline.py: old segments deleted (durably), old snapshots not yet
+)
 
 
 class DiskIO:
@@ -68,6 +77,13 @@ class DiskIO:
     def remove(self, path: str) -> None:
         """Unlink a file (call :meth:`fsync_dir` to make it durable)."""
         os.unlink(path)
+
+    def failpoint(self, name: str) -> None:
+        """Mark the named point ``name`` (one of :data:`FAILPOINTS`); a no-op here.
+
+        A fault-injecting subclass may raise ``OSError`` from it; the engine only calls it
+        where an I/O error is already handled.
+        """
 
     def truncate_path(self, path: str, size: int) -> None:
         """Cut the file at ``path`` to ``size`` bytes and make that durable."""

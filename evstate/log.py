@@ -69,7 +69,8 @@ class SegmentLog:
         self.fsync_interval = fsync_interval_ms / 1000.0
         self.io = io or DiskIO()
         self.recovery_notes: list[str] = []
-        self.recovered_cursors: dict[str, int] = {}  # trigger cursors found in batch records
+        # trigger cursors found in batch records: name -> (cursor, revision of the record)
+        self.recovered_cursors: dict[str, tuple[int, int]] = {}
         self.head_revision = 0
         self._active: _Segment | None = None
         self._io_lock = threading.Lock()  # order: store write lock -> _io_lock -> _sync_cond
@@ -105,8 +106,16 @@ class SegmentLog:
         Raises:
             CorruptionError: damage that is not a torn tail (names file and offset), or a
                 log that does not reach back to ``after + 1``.
-            StorageError: the directory could not be read or repaired.
+            StorageError: the directory could not be read, repaired or made durable.
         """
+        try:
+            yield from self._recover(after)
+        except OSError as exc:
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"could not recover the log in {self.directory}: {exc}") from exc
+
+    def _recover(self, after: int) -> Iterator[EventRecord]:
         files = self._segment_files()
         expected: int | None = None
         last_index = len(files) - 1
@@ -160,6 +169,8 @@ class SegmentLog:
                     entry = decode_entry(payload)
                 except RecordDecodeError as exc:
                     raise CorruptionError(str(exc), path=path, offset=offset) from None
+                if not entry.records:  # a checksummed batch of nothing: no writer makes one
+                    raise CorruptionError("empty batch record", path=path, offset=offset)
                 for record in entry.records:
                     if record.revision != expected:
                         raise CorruptionError(
@@ -172,7 +183,9 @@ class SegmentLog:
                         yield record
                 if entry.cursor is not None and entry.records[-1].revision > after:
                     name, cursor = entry.cursor
-                    self.recovered_cursors[name] = max(cursor, self.recovered_cursors.get(name, 0))
+                    source = entry.records[-1].revision
+                    if cursor >= self.recovered_cursors.get(name, (-1, 0))[0]:
+                        self.recovered_cursors[name] = (cursor, source)
             if scan.bad_offset is not None:
                 if scan.corrupt or not is_last:
                     raise CorruptionError(
@@ -193,6 +206,11 @@ class SegmentLog:
             first, path = files[-1]
             size = os.path.getsize(path)
             self._active = _Segment(path, first, self.io.open_append(path), size)
+            # A crashed writer's last records (and the newest segment's name) may still be
+            # only in the page cache: make them durable before anything reads, acknowledges
+            # after or delivers them (a power cut must not take back what was served).
+            self.io.fsync(self._active.fd)
+            self.io.fsync_dir(self.directory)
         else:
             self.head_revision = max(self.head_revision, after)
             self._active = self._create_segment(self.head_revision + 1)
@@ -213,6 +231,13 @@ class SegmentLog:
         fd = self.io.create_exclusive(path)
         try:
             self.io.write_all(fd, encode_header(first_revision))
+        except OSError as exc:
+            # Nothing was fsynced (a full disk, say): remove the partial file so the next
+            # roll can start over. If that fails too, the OSError makes the caller fail.
+            self.io.close(fd)
+            self.io.remove(path)
+            raise StorageError(f"could not start log segment {path}: {exc}") from exc
+        try:
             self.io.fsync(fd)
             self.io.fsync_dir(self.directory)
         except BaseException:
@@ -274,8 +299,11 @@ class SegmentLog:
         old = self._active
         assert old is not None
         try:
+            self.io.failpoint("segment_roll")
             self.io.fsync(old.fd)
             new = self._create_segment(revision)
+        except StorageError:
+            raise  # the new segment could not be written; the old one is still active
         except OSError as exc:
             self._fail(exc)
             raise StoreFailedError(f"could not roll the log segment: {exc}") from exc
@@ -292,7 +320,8 @@ class SegmentLog:
         """Seal the active segment if it holds records, so the next record starts a new one.
 
         Called under the store's write lock when a snapshot is taken: the snapshot's
-        revision is then the last record of a sealed segment. Raises StoreFailedError.
+        revision is then the last record of a sealed segment. Raises StoreFailedError (the
+        old segment's fsync failed), or StorageError (the new segment could not be written).
         """
         self.check_writable()
         with self._io_lock:

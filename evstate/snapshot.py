@@ -106,6 +106,7 @@ def write_snapshot(
     ``scopes`` must not change while this runs (pass a copy). Raises OSError on I/O
     failure; a failed write leaves only a ``.tmp`` file, which recovery ignores.
     """
+    io.failpoint("snapshot_write")
     final = os.path.join(directory, snapshot_name(revision))
     tmp = final + ".tmp"
     if os.path.exists(tmp):
@@ -187,6 +188,8 @@ def _parse(data: bytes, path: str) -> tuple[int, int, list[memoryview], dict[str
         or not isinstance(trailer[3], dict)
     ):
         raise SnapshotError(f"{path}: truncated (no valid trailer)")
+    if not all(type(n) is str and type(c) is int and c >= 0 for n, c in trailer[3].items()):
+        raise SnapshotError(f"{path}: badly shaped trigger cursors")
     return int(revision), int(timestamp), payloads[:-1], trailer[3]
 
 
@@ -196,7 +199,13 @@ def _decode_chunks(payloads: list[memoryview], path: str) -> Iterator[tuple[str,
             scope, flat = cbor2.loads(payload)
         except Exception as exc:
             raise SnapshotError(f"{path}: undecodable chunk: {exc}") from None
-        if type(scope) is not str or type(flat) is not list or len(flat) % 2:
+        if (
+            type(scope) is not str
+            or type(flat) is not list
+            or len(flat) % 2
+            or not set(map(type, flat[0::2])) <= {str}  # keys (C-speed checks)
+            or not set(map(type, flat[1::2])) <= {bytes}  # encoded values
+        ):
             raise SnapshotError(f"{path}: badly shaped chunk")
         yield scope, flat
 

@@ -97,7 +97,8 @@ class Store(TriggerMethods, HistoryMethods):
         self._path: str | None = None
         self._snapshot_lock = threading.Lock()
         self._snapshot_revision = 0
-        self._recovered_cursors: dict[str, int] = {}
+        # trigger cursors from the snapshot and the log: name -> (cursor, source revision)
+        self._recovered_cursors: dict[str, tuple[int, int]] = {}
         self._io = io
         self._timeline: Timeline
         if config.store_method == "file_based":
@@ -105,8 +106,7 @@ class Store(TriggerMethods, HistoryMethods):
         else:
             self._timeline = MemoryTimeline()
         self._visible = self._revision
-        self._feed: builtins.list[EventRecord] = []
-        self._feed_first = self._revision + 1
+        self._feed_view: tuple[int, builtins.list[EventRecord]] = (self._revision + 1, [])
         self._triggers = TriggerManager(
             self,
             directory=self._path,
@@ -134,7 +134,8 @@ class Store(TriggerMethods, HistoryMethods):
         try:
             timeline = FileTimeline(path, io, self._write_lock)
             self._timeline = timeline
-            base, timestamp, scopes, self._recovered_cursors = timeline.load_newest_snapshot()
+            base, timestamp, scopes, snapshot_cursors = timeline.load_newest_snapshot()
+            self._recovered_cursors = {n: (c, base) for n, c in snapshot_cursors.items()}
             self._table.load(scopes)
             self._snapshot_revision = base
             self._log = SegmentLog(
@@ -149,8 +150,9 @@ class Store(TriggerMethods, HistoryMethods):
                 apply(record)
                 timestamp = record.timestamp
             timeline.attach(self._log)
-            for name, cursor in self._log.recovered_cursors.items():
-                self._recovered_cursors[name] = max(cursor, self._recovered_cursors.get(name, 0))
+            for name, (cursor, source) in self._log.recovered_cursors.items():
+                if cursor >= self._recovered_cursors.get(name, (-1, 0))[0]:
+                    self._recovered_cursors[name] = (cursor, source)
             self._revision = self._log.head_revision
             self._last_timestamp = timestamp
         except BaseException:
@@ -229,7 +231,7 @@ class Store(TriggerMethods, HistoryMethods):
             self._table.remove(scope, key)
         else:
             self._table.put(scope, key, new)
-        feed = self._feed
+        feed = self._feed_view[1]
         feed.append(record)
         if len(feed) > 2 * FEED_CAPACITY:
             self._feed_append([])

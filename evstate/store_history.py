@@ -301,11 +301,7 @@ class HistoryMethods:
         horizon = self._timeline.horizon()
         if target < horizon:
             _raise_compacted(target, horizon)
-        scopes = self._timeline.state_at(target)
-        stamp = None
-        if target:
-            found = list(self._timeline.scan(target, target))
-            stamp = found[0].timestamp if found else None
+        scopes, stamp = self._timeline.state_and_time_at(target)
         return StateView(target, stamp, scopes, self.history)
 
     def restore_to(

@@ -33,8 +33,9 @@ class TriggerMethods:
     _write_lock: threading.Lock
     _revision: int
     _visible: int
-    _feed: builtins.list[EventRecord]
-    _feed_first: int
+    # (revision of the first record, records): one attribute, so a reader gets a consistent
+    # pair without a lock; writers append under the write lock and replace it to trim.
+    _feed_view: tuple[int, builtins.list[EventRecord]]
 
     def _check_open(self) -> None:
         raise NotImplementedError
@@ -157,18 +158,16 @@ class TriggerMethods:
 
     def _feed_append(self, records: builtins.list[EventRecord]) -> None:
         """Keep recent records for live delivery (write lock held)."""
-        feed = self._feed
+        first, feed = self._feed_view
         feed.extend(records)
-        if len(feed) > 2 * FEED_CAPACITY:  # amortized trim: drop the older half
-            del feed[:FEED_CAPACITY]
-            self._feed_first += FEED_CAPACITY
+        if len(feed) > 2 * FEED_CAPACITY:  # amortized trim: keep the newer half
+            self._feed_view = (first + FEED_CAPACITY, feed[FEED_CAPACITY:])
 
     def _iter_records(self, low: int, high: int) -> Iterator[EventRecord]:
         """Records ``low..high``: from the recent feed, else streamed from the timeline."""
-        with self._write_lock:
-            first = self._feed_first
-            if low >= first:
-                return iter(self._feed[low - first : high - first + 1])
+        first, feed = self._feed_view  # no lock: see _feed_view
+        if low >= first:
+            return iter(feed[low - first : high - first + 1])
         return self._catch_up(low, high, first)
 
     def _catch_up(self, low: int, high: int, first: int) -> Iterator[EventRecord]:

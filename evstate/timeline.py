@@ -10,6 +10,7 @@ State maps here are ``scope -> key -> encoded value`` (bytes), as in the engine 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from evstate.diskio import DiskIO
-from evstate.errors import CorruptionError, HistoryCompactedError
+from evstate.errors import CorruptionError, HistoryCompactedError, StorageError
 from evstate.events import DELETED, EventRecord, decode_entry
 from evstate.history import LogIndex, read_record_at, scan_records
 from evstate.log import SegmentLog
@@ -28,6 +29,7 @@ from evstate.snapshot import (
     list_snapshots,
     read_snapshot,
     read_snapshot_header,
+    snapshot_name,
     write_snapshot,
 )
 
@@ -62,6 +64,7 @@ class Timeline(Protocol):
     ) -> list[EventRecord]: ...
     def scan(self, low: int, high: int) -> Iterator[EventRecord]: ...  # noqa: D102
     def state_at(self, revision: int) -> Scopes: ...  # noqa: D102
+    def state_and_time_at(self, revision: int) -> tuple[Scopes, int | None]: ...  # noqa: D102
     def compact(self, cutoff: int, head: int) -> dict[str, Any]: ...  # noqa: D102
     def verify(self, head: int, live: Scopes) -> list[str]: ...  # noqa: D102
     def stats(self) -> dict[str, Any]: ...  # noqa: D102
@@ -113,10 +116,13 @@ class FileTimeline:
         Removes leftover ``.snap.tmp`` files. A bad snapshot is reported (log and
         :attr:`notes`) and the next older one is tried.
         """
-        for name in self.io.listdir(self.directory):
-            if name.endswith(".snap.tmp"):
-                self.io.remove(os.path.join(self.directory, name))
-                self._note(f"removed unfinished snapshot {name}")
+        try:
+            for name in self.io.listdir(self.directory):
+                if name.endswith(".snap.tmp"):
+                    self.io.remove(os.path.join(self.directory, name))
+                    self._note(f"removed unfinished snapshot {name}")
+        except OSError as exc:
+            raise StorageError(f"cannot read store directory {self.directory}: {exc}") from exc
         for info in reversed(list_snapshots(self.directory, self.io)):
             try:
                 return read_snapshot(info.path, self.io)
@@ -127,8 +133,24 @@ class FileTimeline:
     def write_snapshot(
         self, revision: int, timestamp: int, scopes: Scopes, cursors: dict[str, int]
     ) -> str:
-        """Write the snapshot of ``revision`` durably; returns its path."""
-        return write_snapshot(self.directory, revision, timestamp, scopes, self.io, cursors).path
+        """Write the snapshot of ``revision`` durably; returns its path.
+
+        Raises:
+            StorageError: it could not be written (a full disk, a failed fsync); the partial
+                ``.tmp`` file is removed (best effort, so it holds no space) and is never used.
+        """
+        try:
+            return write_snapshot(
+                self.directory, revision, timestamp, scopes, self.io, cursors
+            ).path
+        except OSError as exc:
+            tmp = os.path.join(self.directory, snapshot_name(revision) + ".tmp")
+            with contextlib.suppress(OSError):
+                if os.path.exists(tmp):
+                    self.io.remove(tmp)
+            raise StorageError(
+                f"could not write the snapshot of revision {revision}: {exc}"
+            ) from exc
 
     def _snapshot_revisions(self) -> list[int]:
         return [s.revision for s in list_snapshots(self.directory, self.io)]
@@ -164,20 +186,33 @@ class FileTimeline:
 
     # ---- reads ----------------------------------------------------------------------
 
+    def _replay_floor(self) -> int:
+        """The oldest snapshot revision the retained segments continue from.
+
+        An older snapshot is an orphan (a crash or an error between compaction's segment
+        and snapshot deletions leaves one behind): its next records are gone, so it must
+        not be used as a starting point.
+        """
+        segments = self.segment_log.segments()
+        return segments[0][0] - 1 if segments else 0
+
     def horizon(self) -> int:
         """The oldest revision whose state :meth:`state_at` can rebuild."""
-        segments = self.segment_log.segments()
-        if segments and segments[0][0] == 1:
+        floor = self._replay_floor()
+        if floor == 0:
             return 0
-        revisions = self._snapshot_revisions()
+        revisions = [r for r in self._snapshot_revisions() if r >= floor]
         return revisions[0] if revisions else self.segment_log.head_revision
 
     def horizon_timestamp(self) -> int | None:
         """Time (ms) of the event at the horizon; None when the horizon is revision 0."""
-        if self.horizon() == 0:
+        horizon = self.horizon()
+        if horizon == 0:
             return None
-        snapshots = list_snapshots(self.directory, self.io)
-        return read_snapshot_header(snapshots[0].path)[1] if snapshots else None
+        for snap in list_snapshots(self.directory, self.io):
+            if snap.revision == horizon:
+                return read_snapshot_header(snap.path)[1]
+        return None
 
     def oldest_revision(self) -> int:
         """The oldest revision whose event is still in the log."""
@@ -211,7 +246,14 @@ class FileTimeline:
         return records
 
     def scan(self, low: int, high: int) -> Iterator[EventRecord]:
-        """Stream records with revisions in ``[low, high]``, one segment in memory at a time."""
+        """Stream records with revisions in ``[low, high]``, one segment in memory at a time.
+
+        Raises:
+            CorruptionError: a segment ends (or is damaged) before the revisions it must
+                hold; recovery does not read segments a snapshot covers, so damage there
+                shows here, never as a shortened history.
+            HistoryCompactedError: a segment was compacted while being read.
+        """
         segments = self.segment_log.segments()
         for i, (first, path) in enumerate(segments):
             last = segments[i + 1][0] - 1 if i + 1 < len(segments) else high
@@ -219,8 +261,10 @@ class FileTimeline:
                 continue
             if first > high:
                 return
+            seen = first - 1
             try:
                 for _offset, record in scan_records(path, upto=high):
+                    seen = record.revision
                     if record.revision >= low:
                         yield record
             except FileNotFoundError:
@@ -228,6 +272,11 @@ class FileTimeline:
                     f"segment {path} was compacted while being read",
                     horizon=self.oldest_revision(),
                 ) from None
+            if seen < min(last, high):
+                raise CorruptionError(
+                    f"segment ends at revision {seen}, before revision {min(last, high)}",
+                    path=path,
+                )
 
     def state_at(self, revision: int) -> Scopes:
         """The state as of ``revision``: the nearest snapshot at or before it plus replay.
@@ -235,13 +284,20 @@ class FileTimeline:
         Raises:
             HistoryCompactedError: ``revision`` is before the horizon.
         """
+        return self.state_and_time_at(revision)[0]
+
+    def state_and_time_at(self, revision: int) -> tuple[Scopes, int | None]:
+        """:meth:`state_at` plus the timestamp of the event at ``revision`` (None for 0)."""
         _check_horizon(revision, self.horizon())
-        base, scopes = 0, Scopes()
+        base, scopes, stamp = 0, Scopes(), None
+        floor = self._replay_floor()
         for snap in reversed(list_snapshots(self.directory, self.io)):
             if snap.revision > revision:
                 continue
+            if snap.revision < floor:
+                break  # an orphan: the records after it were compacted
             try:
-                base, _, scopes, _ = read_snapshot(snap.path, self.io)
+                base, stamp, scopes, _ = read_snapshot(snap.path, self.io)
                 break
             except SnapshotError as exc:
                 self._note(f"ignored bad snapshot ({exc})")
@@ -251,7 +307,8 @@ class FileTimeline:
             )
         for record in self.scan(base + 1, revision):
             apply_record(scopes, record)
-        return scopes
+            stamp = record.timestamp
+        return scopes, (stamp if revision else None)
 
     # ---- retention --------------------------------------------------------------------
 
@@ -269,12 +326,16 @@ class FileTimeline:
         with self._write_lock:
             self._index = None  # rebuilt lazily from what remains
             self._pending = None
-        deleted = self.segment_log.delete_segments_through(base)
         old = [s for s in snapshots if s.revision < base]
-        for snap in old:
-            self.io.remove(snap.path)
-        if old:
-            self.io.fsync_dir(self.directory)
+        try:
+            deleted = self.segment_log.delete_segments_through(base)
+            self.io.failpoint("compaction")
+            for snap in old:
+                self.io.remove(snap.path)
+            if old:
+                self.io.fsync_dir(self.directory)
+        except OSError as exc:  # what is left still opens to the same state
+            raise StorageError(f"compaction failed: {exc}") from exc
         return {"base": base, "segments_deleted": len(deleted), "snapshots_deleted": len(old)}
 
     # ---- checks and numbers -----------------------------------------------------------
@@ -324,6 +385,8 @@ class FileTimeline:
                 problems.append(f"bad snapshot: {exc}")
         if problems:
             return problems
+        floor = segments[0][0] - 1 if segments else 0
+        valid = [start for start in valid if start[0] >= floor]  # older: compaction orphans
         if not (segments and segments[0][0] == 1) and not valid:
             return ["no snapshot covers the revisions before the oldest segment"]
         starts: list[tuple[int, Scopes]] = [(0, {})] if segments and segments[0][0] == 1 else []
@@ -440,13 +503,19 @@ class MemoryTimeline:
 
     def state_at(self, revision: int) -> Scopes:
         """The state as of ``revision`` (base state plus replay)."""
+        return self.state_and_time_at(revision)[0]
+
+    def state_and_time_at(self, revision: int) -> tuple[Scopes, int | None]:
+        """:meth:`state_at` plus the timestamp of the event at ``revision`` (None for 0)."""
         with self._lock:
             _check_horizon(revision, self._base_revision)
             scopes = {scope: dict(keys) for scope, keys in self._base.items()}
             records = self._records[: revision - self._base_revision]
+            stamp = self._base_timestamp
         for record in records:
             apply_record(scopes, record)
-        return scopes
+            stamp = record.timestamp
+        return scopes, (stamp if revision else None)
 
     def compact(self, cutoff: int, head: int) -> dict[str, Any]:
         """Fold records at or below ``cutoff`` into the base state."""

@@ -32,9 +32,11 @@ import cbor2
 
 from evstate.diskio import DiskIO
 from evstate.errors import (
+    CorruptionError,
     HistoryCompactedError,
     InvalidRequestError,
     StorageError,
+    StoreFailedError,
     TriggerTimeoutError,
 )
 from evstate.events import EVENT_TYPE_NAMES, EventRecord
@@ -47,6 +49,7 @@ log = logging.getLogger("evstate")
 
 TRIGGERS_FILE = "triggers.cbor"  # docs/format.md §7
 CHECKPOINT_INTERVAL = 0.1
+STORAGE_RETRY = 0.25  # seconds before a trigger retries an event whose batch write failed
 BATCH = 1024
 
 Handler = Callable[[Any], Any]
@@ -65,6 +68,7 @@ class TriggerHost(Protocol):
 
 
 _DELETED = b""  # overlay marker: no CBOR value encodes to zero bytes
+_UNSET: Any = object()
 
 
 class TriggerContext:
@@ -151,28 +155,65 @@ class TriggerEvent:
     """
 
     __slots__ = (
+        "_context",
+        "_host",
+        "_new",
+        "_old",
+        "_record",
         "event_type",
         "key",
-        "new_value",
-        "old_value",
         "revision",
         "scope",
-        "store",
         "timestamp",
         "trigger",
     )
     message_type = "state"
 
-    def __init__(self, record: EventRecord, trigger: str, store: TriggerContext) -> None:
+    def __init__(
+        self,
+        record: EventRecord,
+        trigger: str,
+        store: Any = None,
+        *,
+        host: TriggerHost | None = None,
+    ) -> None:
+        """``store`` is the handler's write context; or give ``host`` to make one on first use."""
+        self._record = record
         self.revision = record.revision
         self.timestamp = record.timestamp
         self.event_type = EVENT_TYPE_NAMES[record.type_code]
         self.scope = record.scope
         self.key = record.key
-        self.old_value = None if record.old is None else decode_value(record.old)
-        self.new_value = None if record.new is None else decode_value(record.new)
         self.trigger = trigger
-        self.store = store
+        self._host = host
+        self._context: Any = store
+        self._old: Any = _UNSET
+        self._new: Any = _UNSET
+
+    # Values are decoded on first access (a handler that only looks at keys never pays for
+    # them), then kept, so a handler sees its own changes to them.
+    @property
+    def store(self) -> Any:
+        """The handler's write context (a :class:`TriggerContext` in a store)."""
+        if self._context is None and self._host is not None:
+            self._context = TriggerContext(self._host)
+        return self._context
+
+    @property
+    def old_value(self) -> Any:
+        """The value before the write (``None`` for created, and for a delete of nothing)."""
+        if self._old is _UNSET:
+            raw = self._record.old
+            self._old = None if raw is None else decode_value(raw)
+        return self._old
+
+    @property
+    def new_value(self) -> Any:
+        """The value after the write (``None`` for deleted)."""
+        if self._new is _UNSET:
+            raw = self._record.new
+            self._new = None if raw is None else decode_value(raw)
+        return self._new
 
     def to_dict(self) -> dict[str, Any]:
         """The doc's event shape plus ``revision`` and ``timestamp``."""
@@ -220,6 +261,10 @@ class _TriggerState:
     delivered: int = 0
     thread: threading.Thread | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    exiting: threading.Thread | None = None  # a runner told to stop that may still run
+    # Guards cursor advances against a concurrent unregister: once ``stop`` is set under it,
+    # the old runner can no longer move the cursor a new runner starts from.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def registered(self) -> bool:
@@ -241,10 +286,51 @@ class Trigger:
         return f"<evstate.Trigger {self.name!r}>"
 
 
+def _parse_resets(data: bytes) -> dict[str, int]:
+    """The ``resets`` map of ``triggers.cbor`` (absent in older files)."""
+    resets = cbor2.loads(data).get("resets", {})
+    if not isinstance(resets, dict) or not all(
+        type(k) is str and type(v) is int for k, v in resets.items()
+    ):
+        raise ValueError("badly shaped resets in the trigger cursor file")
+    return resets
+
+
+def _parse_cursor_file(data: bytes) -> dict[str, tuple[int, list[dict[str, Any]]]]:
+    """Decode ``triggers.cbor`` (docs/format.md §7) into ``name -> (cursor, parked)``.
+
+    Raises:
+        ValueError: (or a CBOR decode error) the file does not have that shape throughout.
+    """
+    body = cbor2.loads(data)
+    triggers = body.get("triggers") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or body.get("version") != 1 or not isinstance(triggers, dict):
+        raise ValueError("not a version 1 trigger cursor file")
+    result: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+    for name, entry in triggers.items():
+        cursor = entry.get("cursor", 0) if isinstance(entry, dict) else None
+        parked = entry.get("parked", []) if isinstance(entry, dict) else None
+        if (
+            type(name) is not str
+            or type(cursor) is not int
+            or cursor < 0
+            or type(parked) is not list
+            or not all(
+                isinstance(p, dict)
+                and type(p.get("revision")) is int
+                and type(p.get("attempts")) is int
+                for p in parked
+            )
+        ):
+            raise ValueError(f"badly shaped entry for trigger {name!r}")
+        result[name] = (cursor, parked)
+    return result
+
+
 def _call(fn: Handler, event: TriggerEvent, loops: dict[str, asyncio.AbstractEventLoop]) -> Any:
     """Call a sync or async function; async ones run on this thread's own event loop."""
     result = fn(event)
-    if inspect.isawaitable(result):
+    if result is not None and inspect.isawaitable(result):
         loop = loops.get("loop")
         if loop is None:
             loop = loops["loop"] = asyncio.new_event_loop()
@@ -261,7 +347,7 @@ class TriggerManager:
         *,
         directory: str | None,
         io: DiskIO | None,
-        recovered: dict[str, int],
+        recovered: dict[str, tuple[int, int]],
         enabled: bool,
         max_attempts: int = 5,
         backoff: float = 0.05,
@@ -278,6 +364,9 @@ class TriggerManager:
         self._closed = False
         self._closing = threading.Event()
         self._active = False
+        self._waiting = 0  # runners blocked on ``feed``
+        # name -> head revision when its cursor was last set by hand (replay or delete)
+        self._resets: dict[str, int] = {}
         self.max_attempts = max_attempts
         self.backoff = backoff
         self._load(recovered)
@@ -293,20 +382,27 @@ class TriggerManager:
     def _path(self) -> str | None:
         return None if self._directory is None else os.path.join(self._directory, TRIGGERS_FILE)
 
-    def _load(self, recovered: dict[str, int]) -> None:
+    def _load(self, recovered: dict[str, tuple[int, int]]) -> None:
+        """Merge the cursor file with cursors found in the snapshot and the log.
+
+        ``recovered`` maps a name to ``(cursor, revision of the record or snapshot that
+        holds it)``; the highest cursor wins, except over an explicit ``replay_trigger`` or
+        ``delete_trigger`` (recorded in ``resets``) made after that revision.
+        """
         path = self._path()
-        saved: dict[str, Any] = {}
+        saved: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         if path is not None and os.path.exists(path):
             try:
-                data = cbor2.loads(self._io.read_file(path))
-                saved = data["triggers"] if data.get("version") == 1 else {}
+                data = self._io.read_file(path)
+                saved = _parse_cursor_file(data)
+                self._resets = _parse_resets(data)
             except Exception as exc:  # a bad file must not lose the log's cursors
                 log.error("evstate: ignoring unreadable %s: %s", path, exc)
-        for name, entry in saved.items():
-            self._states[name] = _TriggerState(
-                name, int(entry.get("cursor", 0)), list(entry.get("parked", []))
-            )
-        for name, cursor in recovered.items():
+        for name, (cursor, parked) in saved.items():
+            self._states[name] = _TriggerState(name, cursor, parked)
+        for name, (cursor, source) in recovered.items():
+            if source <= self._resets.get(name, -1):
+                continue  # superseded by a later replay_trigger / delete_trigger
             state = self._states.setdefault(name, _TriggerState(name, cursor))
             state.cursor = max(state.cursor, cursor)
 
@@ -319,6 +415,7 @@ class TriggerManager:
             self._dirty = False
             body = {
                 "version": 1,
+                "resets": dict(self._resets),
                 "triggers": {
                     s.name: {"cursor": s.cursor, "parked": s.parked} for s in self._states.values()
                 },
@@ -326,6 +423,7 @@ class TriggerManager:
         try:
             # Cursors may cover events whose handler writes sit in not-yet-fsynced batches.
             self._host._flush_log()
+            self._io.failpoint("cursor_save")
             tmp = path + ".tmp"
             if os.path.exists(tmp):
                 self._io.remove(tmp)
@@ -388,6 +486,12 @@ class TriggerManager:
                     f"revision, or delete_trigger() and register it again",
                     horizon=oldest,
                 )
+            previous, state.exiting = state.exiting, None
+        if previous is not None and previous is not threading.current_thread():
+            previous.join()  # never two runners for one name (exactly-once needs that)
+        with self._lock:
+            if state.registered:
+                raise InvalidRequestError(f"trigger {name!r} is already registered")
             state.handler, state.condition = handler, condition
             state.scope, state.key = scope, key
             state.stop = threading.Event()
@@ -429,7 +533,9 @@ class TriggerManager:
             if state is None or state.thread is None:
                 return
             thread, state.thread = state.thread, None
-            state.stop.set()
+            with state.lock:
+                state.stop.set()
+            state.exiting = None if wait else thread
         with self.feed:
             self.feed.notify_all()
         if wait and thread is not threading.current_thread():
@@ -440,11 +546,13 @@ class TriggerManager:
             self._progress.notify_all()
 
     def delete(self, name: str) -> None:
-        """Unregister ``name`` and forget its cursor and dead letters."""
+        """Unregister ``name`` and forget its cursor and dead letters (durably, now)."""
         self.unregister(name)
         with self._lock:
             if self._states.pop(name, None) is not None:
+                self._resets[name] = self._host._visible_revision()
                 self._dirty = True
+        self.checkpoint()
 
     def replay(self, name: str, from_revision: int) -> None:
         """Move ``name``'s cursor so delivery continues at ``from_revision``."""
@@ -463,8 +571,11 @@ class TriggerManager:
             handler, condition, scope, key = state.handler, state.condition, state.scope, state.key
             self.unregister(name)
         with self._lock:
-            state.cursor = min(from_revision - 1, self._host._visible_revision())
+            head = self._host._visible_revision()
+            state.cursor = min(from_revision - 1, head)
+            self._resets[name] = head
             self._dirty = True
+        self.checkpoint()
         if registered:
             assert handler is not None
             self.register(name, handler, scope=scope, key=key, condition=condition, start=0)
@@ -489,9 +600,10 @@ class TriggerManager:
             self.feed.notify_all()
 
     def notify(self) -> None:
-        """Wake runners: new events are visible."""
-        with self.feed:
-            self.feed.notify_all()
+        """Wake runners waiting for new events (cheap when none waits: called per write)."""
+        if self._waiting:
+            with self.feed:
+                self.feed.notify_all()
 
     def _run(self, state: _TriggerState, stop: threading.Event) -> None:
         # ``stop`` is this runner's own event: a later registration gets a new one.
@@ -501,10 +613,17 @@ class TriggerManager:
                 head = self._host._visible_revision()
                 if not self._enabled or state.cursor >= head:
                     with self.feed:
-                        if not stop.is_set() and (
-                            not self._enabled or state.cursor >= self._host._visible_revision()
-                        ):
-                            self.feed.wait(0.5)
+                        # Count ourselves as waiting *before* the re-check, so a writer that
+                        # makes an event visible after it either sees us and notifies, or
+                        # made it visible before the re-check.
+                        self._waiting += 1
+                        try:
+                            if not stop.is_set() and (
+                                not self._enabled or state.cursor >= self._host._visible_revision()
+                            ):
+                                self.feed.wait(0.5)
+                        finally:
+                            self._waiting -= 1
                     continue
                 try:
                     records = self._host._iter_records(state.cursor + 1, head)
@@ -513,12 +632,13 @@ class TriggerManager:
                             break
                         if not self._deliver(state, record, loops, stop):
                             break  # stopping: this event stays undelivered
-                        with self._lock:
+                        with state.lock:
                             if stop.is_set():
                                 break
                             state.cursor = record.revision
-                            self._dirty = True
-                            if record.revision % 64 == 0 or record.revision >= head:
+                        self._dirty = True
+                        if record.revision % 256 == 0:
+                            with self._lock:
                                 self._progress.notify_all()
                     with self._lock:
                         self._progress.notify_all()
@@ -526,10 +646,18 @@ class TriggerManager:
                     state.last_error = str(exc)
                     log.error("evstate: trigger %r is behind the horizon: %s", state.name, exc)
                     stop.wait(1.0)
-                except StorageError as exc:
+                except CorruptionError as exc:  # a damaged segment: report, never skip
+                    state.last_error = f"corruption: {exc}"
+                    log.error("evstate: trigger %r cannot read the log: %s", state.name, exc)
+                    stop.wait(1.0)
+                except StoreFailedError as exc:
                     state.last_error = f"store failed: {exc}"
                     log.error("evstate: trigger %r stopped: %s", state.name, exc)
                     return
+                except StorageError as exc:  # a failed write (a full disk): try it again
+                    state.last_error = f"storage error: {exc}"
+                    log.error("evstate: trigger %r will retry: %s", state.name, exc)
+                    stop.wait(STORAGE_RETRY)
         finally:
             loop = loops.get("loop")
             if loop is not None:
@@ -549,13 +677,15 @@ class TriggerManager:
             return True
         attempt = 0
         while True:
-            context = TriggerContext(self._host)
-            event = TriggerEvent(record, state.name, context)
+            event = TriggerEvent(record, state.name, host=self._host)
             try:
                 if state.condition is None or _call(state.condition, event, loops):
                     assert state.handler is not None
                     _call(state.handler, event, loops)
-                    if context.writes:
+                    if stop.is_set():
+                        return False  # unregistered meanwhile: commit nothing, redeliver later
+                    context = event._context
+                    if context is not None and context.writes:
                         self._host._commit_batch(context.writes, (state.name, record.revision))
                     state.delivered += 1
                 return True
@@ -638,12 +768,12 @@ class TriggerManager:
                 records = list(self._host._iter_records(item["revision"], item["revision"]))
                 if not records:
                     continue
-                context = TriggerContext(self._host)
-                event = TriggerEvent(records[0], name, context)
+                event = TriggerEvent(records[0], name, host=self._host)
                 try:
                     assert state.handler is not None
                     _call(state.handler, event, loops)
-                    if context.writes:
+                    context = event._context
+                    if context is not None and context.writes:
                         self._host._commit_batch(context.writes, (name, state.cursor))
                 except Exception as exc:
                     item["error"] = f"{type(exc).__name__}: {exc}"

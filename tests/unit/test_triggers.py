@@ -305,3 +305,28 @@ def test_trigger_status_fields(store: evstate.Store) -> None:
         "key": None,
         "enabled": True,
     }
+
+
+def test_replay_and_delete_survive_reopen_over_snapshot_cursors(tmp_path: Path) -> None:
+    """Regression: a snapshot or batch record holding a higher cursor undid replay_trigger."""
+
+    def count(event: Any) -> None:
+        event.store.update("out", "n", [UpdateOp.increment("v", 1)])
+
+    with evstate.open(tmp_path) as store:
+        store.trigger("c", count, scope="in", start="earliest")
+        for i in range(10):
+            store.set("in", "k", i)
+        store.wait_for_triggers(timeout=5)
+        store.snapshot()  # the snapshot holds the cursor
+        store.unregister_trigger("c")
+        store.replay_trigger("c", 1)
+        store.trigger("gone", print, start="earliest").unregister()
+        store.snapshot()
+        store.delete_trigger("gone")
+    with evstate.open(tmp_path) as store:
+        assert store.trigger_status()["c"]["cursor"] == 0
+        assert "gone" not in store.trigger_status()
+        store.trigger("c", count, scope="in")
+        store.wait_for_triggers(timeout=5)
+        assert store.get("out", "n") == {"v": 20}  # replayed from revision 1
