@@ -19,6 +19,7 @@ from typing import Any
 
 from evstate.config import Config, load_config
 from evstate.errors import (
+    BackendUnavailableError,
     ConfigError,
     CorruptionError,
     Error,
@@ -43,6 +44,7 @@ from evstate.view import StateView
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendUnavailableError",
     "Config",
     "ConfigError",
     "CorruptionError",
@@ -102,6 +104,16 @@ def open(
         cfg = load_config(config)
         if options:
             cfg = cfg.replace(**options)
+    if cfg.adapter == "redis":
+        if path is not None:
+            raise ConfigError(["<options>: path: the redis adapter keeps its data in Redis"])
+        try:  # redis-py is an optional extra: import it only when asked for
+            from evstate.redis_store import RedisStore
+        except ImportError as exc:
+            raise ConfigError(
+                [f"the redis adapter needs redis-py: pip install 'evstate[redis]' ({exc})"]
+            ) from exc
+        return RedisStore(cfg)  # type: ignore[return-value]  # the same API as Store
     if path is not None:
         cfg = cfg.replace(store_method="file_based", file_path=os.fspath(path))
     return Store(cfg)

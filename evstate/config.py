@@ -160,11 +160,24 @@ _OPTION_CHECKS: dict[str, _Check] = {
     "triggers_enabled": _boolean,
     "retention": _retention,
 }
-# Adapters this version opens, each with the checks of its `config` block. "redis" and "bridge"
-# are known names, refused for now. Adding one is an entry here: its checked block reaches the
-# store as Config.adapter_config, and Config.adapter accepts its name.
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_url(value: object) -> str | None:
+    if (text := _text(value)) is not None:
+        return text
+    assert isinstance(value, str)
+    if value.startswith(_REDIS_SCHEMES):
+        return None
+    return f"must start with {', '.join(_REDIS_SCHEMES)}, got {value!r}"
+
+
+# Adapters this version opens, each with the checks of its `config` block. "bridge" is a known
+# name, refused for now. Adding one is an entry here: its checked block reaches the store as
+# Config.adapter_config, and Config.adapter accepts its name.
 _KV_CHECKS = {k: _OPTION_CHECKS[k] for k in ("store_method", "file_path", "save_interval_ms")}
-_ADAPTER_CHECKS: dict[str, dict[str, _Check]] = {"kv": _KV_CHECKS}
+_REDIS_CHECKS: dict[str, _Check] = {"redis_url": _redis_url}
+_ADAPTER_CHECKS: dict[str, dict[str, _Check]] = {"kv": _KV_CHECKS, "redis": _REDIS_CHECKS}
 _FIELD_CHECKS: dict[str, _Check] = {
     **_OPTION_CHECKS,
     "adapter": _enum(*_ADAPTER_CHECKS),
@@ -174,7 +187,7 @@ _FIELD_CHECKS: dict[str, _Check] = {
     "server_port": _integer(1, 65535),
     "server_auth_token": lambda v: None if v is None else _text(v),
     "server_max_message_bytes": _integer(1024, 1 << 31),
-    "redis_url": _text,
+    "redis_url": _redis_url,
     "source": lambda v: None if v is None else _text(v),
 }
 
@@ -356,6 +369,13 @@ _INNER_NOTES = {
     for k in _STATE_CHECKS
     if k != "save_interval_ms"
 }
+_REDIS_NOTES = {
+    **_INNER_NOTES,
+    **{
+        k: f"{k} is a key of the kv adapter; the redis adapter takes only redis_url"
+        for k in ("store_method", "file_path", "save_interval_ms")
+    },
+}
 _MANAGER_NOTES = dict.fromkeys(
     ("rbac", "middleware_function_id"),
     "evstate's listener has no RBAC or middleware, and ignoring this key would leave it open",
@@ -507,9 +527,8 @@ def _read_adapter(
     cfg = report.mapping(block.get("config"), f"{loc}.config", null_ok=True)
     if adapter is not None and cfg is not None:
         found.adapter = adapter
-        found.inner = report.leaves(
-            cfg, f"{loc}.config", _ADAPTER_CHECKS[adapter], notes=_INNER_NOTES
-        )
+        notes = _REDIS_NOTES if adapter == "redis" else _INNER_NOTES
+        found.inner = report.leaves(cfg, f"{loc}.config", _ADAPTER_CHECKS[adapter], notes=notes)
         found.adapter_config = cfg if block.get("config") is not None else None
 
 
@@ -524,8 +543,10 @@ def _resolve(found: _Found, source: str) -> Config:
                 break
     present = found.state is not None or found.kv_server is not None
     configured = found.adapter_config is not None or found.kv_server_configured
-    if present and not configured and "store_method" not in values:
+    if present and not configured and "store_method" not in values and found.adapter == "kv":
         values["store_method"] = "in_memory"  # iii parity: the kv store without a config block
+    if "redis_url" in found.inner:
+        values["redis_url"] = found.inner["redis_url"]
     for key, name in (
         ("host", "server_host"),
         ("port", "server_port"),

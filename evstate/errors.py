@@ -12,7 +12,8 @@ iii wire carry the iii error code in ``code``::
     ├── StoreClosedError                  store_closed           you closed the store
     ├── StoreLockedError                  store_locked           another process owns the dir
     ├── StorageError (OSError)            storage_error          the disk failed us
-    │   └── StoreFailedError              store_failed           failed fsync: read-only
+    │   ├── StoreFailedError              store_failed           failed fsync: read-only
+    │   └── BackendUnavailableError       backend_unavailable    Redis unreachable: retry
     ├── CorruptionError                   corruption             bad data (path, offset)
     ├── HistoryCompactedError (LookupError) history_compacted    before the retention horizon
     └── TriggerTimeoutError (TimeoutError)  trigger_timeout      wait_for_triggers ran out
@@ -25,6 +26,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "BackendUnavailableError",
     "ConfigError",
     "CorruptionError",
     "Error",
@@ -152,3 +154,13 @@ class TriggerTimeoutError(Error, TimeoutError):
     """``wait_for_triggers`` timed out before every trigger reached the revision."""
 
     default_code = "trigger_timeout"
+
+
+class BackendUnavailableError(StorageError):
+    """The backend (Redis) cannot be reached, is restarting, or refuses writes; retry later.
+
+    Nothing was written by a call that raises this before the backend confirmed it, unless
+    the message says the outcome is unknown. The store reconnects by itself on a later call.
+    """
+
+    default_code = "backend_unavailable"

@@ -472,9 +472,20 @@ RULES = [
         "unknown key (expected one of: name, config)",
     ),
     (
-        state("adapter: {name: redis}"),
-        "adapter.name",
-        "the redis adapter is not available in this version",
+        state("adapter: {name: redis, config: {redis_url: 'http://x'}}"),
+        "adapter.config.redis_url",
+        "must start with redis://, rediss://, unix://, got 'http://x'",
+    ),
+    (
+        state("adapter: {name: redis, config: {file_path: ./data}}"),
+        "adapter.config.file_path",
+        "unknown key here: file_path is a key of the kv adapter; the redis adapter takes only "
+        "redis_url",
+    ),
+    (
+        state("adapter: {name: redis, config: {fsync: never}}"),
+        "adapter.config.fsync",
+        "unknown key here: fsync is an option of the state block: put it beside 'adapter'",
     ),
     (
         state("adapter: {name: bridge, config: {bridge_url: 'ws://x'}}"),
@@ -553,13 +564,34 @@ def test_modules_form_adapter_classes() -> None:
         "modules:\n  - class: modules::state::StateModule\n"
         "    config:\n      adapter: {class: %s}\n"
     )
-    assert problems(base % "modules::state::adapters::RedisAdapter") == [
-        "config.yaml: modules[0].config.adapter.class: "
-        "the redis adapter is not available in this version"
-    ]
+    redis = cfg(base % "modules::state::adapters::RedisAdapter")
+    assert (redis.adapter, redis.redis_url) == ("redis", "redis://127.0.0.1:6379/0")
     (problem,) = problems(base % "modules::state::adapters::KvStor")
     assert problem.startswith("config.yaml: modules[0].config.adapter.class: must be one of ")
     assert problem.endswith("(did you mean 'modules::state::adapters::KvStore'?)")
+
+
+def test_redis_adapter_in_both_forms() -> None:
+    workers = cfg(
+        state(
+            "max_value_bytes: 1000\nsave_interval_ms: 2000\n"
+            "adapter: {name: redis, config: {redis_url: 'redis://cache:6380/2'}}"
+        )
+    )
+    assert (workers.adapter, workers.redis_url) == ("redis", "redis://cache:6380/2")
+    assert (workers.max_value_bytes, workers.save_interval_ms) == (1000, 2000)
+    assert workers.adapter_config == {"redis_url": "redis://cache:6380/2"}
+    assert workers.store_method == "file_based"  # the kv-only in_memory default does not apply
+    modules = cfg(
+        "modules:\n  - class: modules::state::StateModule\n    config:\n      adapter:\n"
+        "        class: modules::state::adapters::RedisAdapter\n"
+        "        config: {redis_url: 'unix:///run/redis.sock'}\n"
+    )
+    assert (modules.adapter, modules.redis_url) == ("redis", "unix:///run/redis.sock")
+    bare = cfg(state("adapter: {name: redis}"))
+    assert (bare.adapter, bare.redis_url) == ("redis", "redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigError, match="redis_url: must start with"):
+        Config(adapter="redis", redis_url="localhost:6379")
 
 
 def test_kv_server_module_rules() -> None:
@@ -713,10 +745,10 @@ def test_config_is_frozen_hashable_and_always_valid() -> None:
         c.adapter_config["file_path"] = "/x"  # type: ignore[index]
     assert hash(c) == hash(cfg(III_WORKERS)) and c == cfg(III_WORKERS)
     with pytest.raises(ConfigError) as info:
-        Config(fsync="x", server_port=0, adapter="redis")  # type: ignore[arg-type]
+        Config(fsync="x", server_port=0, adapter="bridge")  # type: ignore[arg-type]
     assert info.value.problems == [
         "Config.fsync: must be one of always, interval, never, got 'x'",
-        "Config.adapter: must be one of kv, got 'redis'",
+        "Config.adapter: must be one of kv, redis, got 'bridge'",
         "Config.server_port: must be between 1 and 65535, got 0",
     ]
 
