@@ -340,6 +340,8 @@ def parse_config_text(
         raise ConfigError([f"{where}: invalid YAML: {what}"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: invalid YAML: {exc}"]) from exc
+    except RecursionError:
+        raise ConfigError([f"{source}: invalid YAML: nested too deeply"]) from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError([f"{source}: the top level must be a mapping, {_got(data)}"])
     return data or {}

@@ -195,6 +195,7 @@ def _event_fields(item: list[object]) -> EventRecord:
         type(revision) is not int
         or revision < 1
         or type(timestamp) is not int
+        or type(type_code) is not int
         or type_code not in EVENT_TYPE_NAMES
         or type(scope) is not str
         or type(key) is not str

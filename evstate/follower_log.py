@@ -20,7 +20,13 @@ import cbor2
 from evstate.diskio import DiskIO
 from evstate.errors import CorruptionError
 from evstate.events import LogEntry, RecordDecodeError, decode_entry
-from evstate.segment import HEADER_SIZE, SEGMENT_NAME_RE, decode_header, scan_segment
+from evstate.segment import (
+    HEADER_SIZE,
+    SEGMENT_NAME_RE,
+    decode_header,
+    scan_segment,
+    unframe_single,
+)
 from evstate.snapshot import Snapshot, SnapshotError, list_snapshots, read_snapshot
 
 __all__ = [
@@ -104,7 +110,7 @@ def read_owner_triggers(directory: str) -> dict[str, dict[str, Any]]:
     """
     path = os.path.join(directory, _TRIGGERS_FILE)
     try:
-        data = cbor2.loads(_IO.read_file(path))
+        data = cbor2.loads(unframe_single(_IO.read_file(path)))
     except FileNotFoundError:
         return {}
     except Exception as exc:  # cbor2 raises several types; a bad file must not stop reads

@@ -27,6 +27,7 @@ __all__ = [
     "frame_record",
     "scan_segment",
     "segment_name",
+    "unframe_single",
 ]
 
 # docs/format.md §1: magic u32 | version u16 | flags u16 | first_revision u64 | crc32 u32 |
@@ -79,6 +80,18 @@ def frame_record(payload: bytes) -> bytes:
     """Frame one record payload: length, checksum, payload."""
     length = struct.pack("<I", len(payload))
     return length + struct.pack("<I", zlib.crc32(payload, zlib.crc32(length))) + payload
+
+
+def unframe_single(data: bytes) -> bytes:
+    """The payload of a file that holds exactly one framed record (docs/format.md §3, §7).
+
+    Raises:
+        ValueError: the file is short, has trailing bytes, or fails its checksum.
+    """
+    scan = scan_segment(data, start=0)
+    if scan.bad_offset is not None or len(scan.records) != 1 or scan.valid_end != len(data):
+        raise ValueError(f"not one checksummed record ({scan.reason or 'trailing bytes'})")
+    return bytes(scan.records[0][1])
 
 
 @dataclass(slots=True)

@@ -93,6 +93,7 @@ class FileTimeline:
         self._index: LogIndex | None = None
         self._pending: list[tuple[int, int, str, str, int, int]] | None = None
         self._index_build = threading.Lock()
+        self._generation = 0  # bumped by compaction: an index built across it is stale
 
     def attach(self, segment_log: SegmentLog) -> None:
         """Give the timeline the log it reads (after recovery)."""
@@ -171,18 +172,23 @@ class FileTimeline:
         if index is not None:
             return index
         with self._index_build:
-            if self._index is not None:
-                return self._index
-            with self._write_lock:
-                head = self.segment_log.head_revision
-                self._pending = []
-            built = LogIndex.build(self.segment_log.segments(), head)
-            with self._write_lock:
-                pending, self._pending = self._pending, None
-                for entry in pending or []:
-                    built.add(*entry)
-                self._index = built
-            return built
+            while self._index is None:
+                with self._write_lock:
+                    head = self.segment_log.head_revision
+                    self._pending = []
+                    generation = self._generation
+                try:
+                    built = LogIndex.build(self.segment_log.segments(), head)
+                except FileNotFoundError:
+                    continue  # compaction deleted a segment under the scan: start over
+                with self._write_lock:
+                    if generation != self._generation:
+                        continue  # compaction dropped the appends noted meanwhile: start over
+                    pending, self._pending = self._pending, None
+                    for entry in pending or []:
+                        built.add(*entry)
+                    self._index = built
+            return self._index
 
     # ---- reads ----------------------------------------------------------------------
 
@@ -326,6 +332,7 @@ class FileTimeline:
         with self._write_lock:
             self._index = None  # rebuilt lazily from what remains
             self._pending = None
+            self._generation += 1
         old = [s for s in snapshots if s.revision < base]
         try:
             deleted = self.segment_log.delete_segments_through(base)

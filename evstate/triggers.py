@@ -41,6 +41,7 @@ from evstate.errors import (
 )
 from evstate.events import EVENT_TYPE_NAMES, EventRecord
 from evstate.ops import apply_update_ops, parse_ops
+from evstate.segment import frame_record, unframe_single
 from evstate.values import decode_value, encode_value, validate_value
 
 __all__ = ["TRIGGERS_FILE", "Trigger", "TriggerContext", "TriggerEvent", "TriggerManager"]
@@ -286,9 +287,14 @@ class Trigger:
         return f"<evstate.Trigger {self.name!r}>"
 
 
+def encode_cursor_file(body: dict[str, Any]) -> bytes:
+    """``triggers.cbor``'s bytes: the CBOR body framed with its length and CRC-32 (§7)."""
+    return frame_record(cbor2.dumps(body))
+
+
 def _parse_resets(data: bytes) -> dict[str, int]:
     """The ``resets`` map of ``triggers.cbor`` (absent in older files)."""
-    resets = cbor2.loads(data).get("resets", {})
+    resets = cbor2.loads(unframe_single(data)).get("resets", {})
     if not isinstance(resets, dict) or not all(
         type(k) is str and type(v) is int for k, v in resets.items()
     ):
@@ -302,7 +308,7 @@ def _parse_cursor_file(data: bytes) -> dict[str, tuple[int, list[dict[str, Any]]
     Raises:
         ValueError: (or a CBOR decode error) the file does not have that shape throughout.
     """
-    body = cbor2.loads(data)
+    body = cbor2.loads(unframe_single(data))
     triggers = body.get("triggers") if isinstance(body, dict) else None
     if not isinstance(body, dict) or body.get("version") != 1 or not isinstance(triggers, dict):
         raise ValueError("not a version 1 trigger cursor file")
@@ -429,7 +435,7 @@ class TriggerManager:
                 self._io.remove(tmp)
             fd = self._io.create_exclusive(tmp)
             try:
-                self._io.write_all(fd, cbor2.dumps(body))
+                self._io.write_all(fd, encode_cursor_file(body))
                 self._io.fsync(fd)
             finally:
                 self._io.close(fd)

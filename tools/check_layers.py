@@ -64,6 +64,7 @@ RANKS: dict[str, int] = {
     "server_lanes": 7.1,
     "server_triggers": 7.2,
     "server_router": 7.3,
+    "server_wire": 7.2,
     "server_conn": 7.4,
     "server": 7.5,
     "__main__": 9,
