@@ -6,8 +6,8 @@ write is in the event log under ./data before the call returns. The doc's
 welcome email (recorded in scope ``emails``); the HTTP version of this example is
 ``examples/user_management_http.py`` (see examples/README.md).
 
-    python3 tools/dev.py run            # or: .venv/bin/python examples/user_management.py
-    python3 tools/dev.py run --dir /tmp/other-data
+    .venv/bin/python examples/user_management.py
+    .venv/bin/python examples/user_management.py --dir /tmp/other-data
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if task == "run":
         setup("")
-        sh(PY, "examples/user_management.py", *rest)
+        sh(PY, "-m", "evstate", "serve", "--config", "config.yaml", *rest)
     elif task == "test":
         setup("dev")
         code = [
