@@ -36,6 +36,8 @@ __all__ = [
     "decode_record",
     "encode_batch",
     "encode_record",
+    "event_dict",
+    "iii_event_dict",
 ]
 
 # docs/format.md §2: record kinds and event type codes.
@@ -111,27 +113,37 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """The doc's event shape plus ``revision`` and ``timestamp``."""
-        return {
-            "message_type": "state",
-            "event_type": self.event_type,
-            "scope": self.scope,
-            "key": self.key,
-            "old_value": self.old_value,
-            "new_value": self.new_value,
-            "revision": self.revision,
-            "timestamp": self.timestamp,
-        }
+        return event_dict(self)
 
     def to_iii(self) -> dict[str, Any]:
         """The iii engine's wire event (reference §4.3): ``type`` and ``state:<kind>``."""
-        return {
-            "type": "state",
-            "event_type": "state:" + self.event_type,
-            "scope": self.scope,
-            "key": self.key,
-            "old_value": self.old_value,
-            "new_value": self.new_value,
-        }
+        return iii_event_dict(self)
+
+
+def event_dict(event: Any) -> dict[str, Any]:
+    """The doc's event shape plus ``revision`` and ``timestamp``, from any event object."""
+    return {
+        "message_type": "state",
+        "event_type": event.event_type,
+        "scope": event.scope,
+        "key": event.key,
+        "old_value": event.old_value,
+        "new_value": event.new_value,
+        "revision": event.revision,
+        "timestamp": event.timestamp,
+    }
+
+
+def iii_event_dict(event: Any) -> dict[str, Any]:
+    """The iii engine's wire event (reference §4.3) of any event object."""
+    return {
+        "type": "state",
+        "event_type": "state:" + event.event_type,
+        "scope": event.scope,
+        "key": event.key,
+        "old_value": event.old_value,
+        "new_value": event.new_value,
+    }
 
 
 def encode_record(record: EventRecord) -> bytes:

@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from evstate.errors import FunctionNotFoundError, InvalidRequestError, StorageError
+from evstate.values import serde_unexpected
 
-__all__ = ["FUNCTION_IDS", "StateFunctions", "call_function", "serde_type"]
+__all__ = ["FUNCTION_IDS", "PayloadFields", "StateFunctions", "call_function", "serde_type"]
 
 
 class StateFunctions(Protocol):
@@ -33,25 +34,14 @@ class StateFunctions(Protocol):
 
 def serde_type(value: object) -> str:
     """Describe a JSON value the way serde's ``invalid type`` messages do."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean `{'true' if value else 'false'}`"
-    if isinstance(value, int):
-        return f"integer `{value}`"
-    if isinstance(value, float):
-        return f"floating point `{value}`"
-    if isinstance(value, str):
-        return f'string "{value}"'
-    if isinstance(value, list | tuple):
-        return "sequence"
-    if isinstance(value, Mapping):
-        return "map"
-    return type(value).__name__
+    return serde_unexpected(value)
 
 
-class _Payload:
-    """Field access with serde-style errors for one function's input struct."""
+class PayloadFields:
+    """Field access with serde-style ``deserialization_error`` messages for one input struct.
+
+    Shared by the state functions here and the server's ``kv_server::*`` functions.
+    """
 
     def __init__(self, function_id: str, struct: str, payload: object) -> None:
         self.function_id = function_id
@@ -60,9 +50,11 @@ class _Payload:
         self.data: Mapping[str, Any] = payload  # type: ignore[assignment]
 
     def fail(self, detail: str) -> None:
+        """Raise the ``deserialization_error`` for this function with ``detail``."""
         raise InvalidRequestError(f"Failed to deserialize input for {self.function_id}: {detail}")
 
     def string(self, name: str) -> str:
+        """The required ``str`` field ``name``."""
         if name not in self.data:
             self.fail(f"missing field `{name}`")
         value = self.data[name]
@@ -71,34 +63,36 @@ class _Payload:
         return value  # type: ignore[no-any-return]
 
     def value(self) -> Any:
+        """The required ``value`` field (alias ``data``); ``null`` allowed."""
         for name in ("value", "data"):
             if name in self.data:
                 return self.data[name]
         self.fail("missing field `value`")
 
     def required(self, name: str) -> Any:
+        """The required field ``name``, of any type."""
         if name not in self.data:
             self.fail(f"missing field `{name}`")
         return self.data[name]
 
 
 def _set(store: StateFunctions, fid: str, payload: object) -> Any:
-    p = _Payload(fid, "StateSetInput", payload)
+    p = PayloadFields(fid, "StateSetInput", payload)
     return store.set(p.string("scope"), p.string("key"), p.value())
 
 
 def _get(store: StateFunctions, fid: str, payload: object) -> Any:
-    p = _Payload(fid, "StateGetInput", payload)
+    p = PayloadFields(fid, "StateGetInput", payload)
     return store.get(p.string("scope"), p.string("key"))
 
 
 def _delete(store: StateFunctions, fid: str, payload: object) -> Any:
-    p = _Payload(fid, "StateDeleteInput", payload)
+    p = PayloadFields(fid, "StateDeleteInput", payload)
     return store.delete(p.string("scope"), p.string("key"))
 
 
 def _update(store: StateFunctions, fid: str, payload: object) -> Any:
-    p = _Payload(fid, "StateUpdateInput", payload)
+    p = PayloadFields(fid, "StateUpdateInput", payload)
     scope, key, ops = p.string("scope"), p.string("key"), p.required("ops")
     try:
         return store.update(scope, key, ops)
@@ -111,15 +105,15 @@ def _update(store: StateFunctions, fid: str, payload: object) -> Any:
 
 
 def _list_values(store: StateFunctions, fid: str, payload: object) -> Any:
-    return store.list_values(_Payload(fid, "StateListInput", payload).string("scope"))
+    return store.list_values(PayloadFields(fid, "StateListInput", payload).string("scope"))
 
 
 def _list_mapping(store: StateFunctions, fid: str, payload: object) -> Any:
-    return store.list(_Payload(fid, "StateListInput", payload).string("scope"))
+    return store.list(PayloadFields(fid, "StateListInput", payload).string("scope"))
 
 
 def _list_groups(store: StateFunctions, fid: str, payload: object) -> Any:
-    _Payload(fid, "StateListGroupsInput", payload)
+    PayloadFields(fid, "StateListGroupsInput", payload)
     return store.list_groups()
 
 

@@ -22,6 +22,7 @@ from evstate.events import Event
 from evstate.redis_client import Backend, LogEntry, load_value
 from evstate.redis_log import RedisTimeline, Texts
 from evstate.redis_triggers import RedisTriggerManager
+from evstate.store_history import check_name, time_ms
 from evstate.values import encode_value
 from evstate.view import StateView
 
@@ -29,22 +30,6 @@ __all__ = ["RedisHistoryMethods", "check_name", "to_event"]
 
 log = logging.getLogger("evstate")
 PERIODIC_SLACK = 1000  # background compaction waits until it can drop this many events
-
-
-def check_name(what: str, name: object) -> None:
-    """Raise InvalidRequestError unless ``name`` is a ``str`` (as the file store does)."""
-    if type(name) is not str:
-        raise InvalidRequestError(
-            f"{what} must be a str, got {type(name).__name__}: {name!r}"[:200]
-        )
-
-
-def _time_ms(when: datetime | float | int) -> int:
-    if isinstance(when, datetime):
-        return int(when.timestamp() * 1000)
-    if isinstance(when, int | float) and not isinstance(when, bool):
-        return int(when * 1000)
-    raise InvalidRequestError(f"a time must be a datetime or seconds since the epoch, got {when!r}")
 
 
 def _compacted(revision: int, horizon: int) -> HistoryCompactedError:
@@ -176,7 +161,7 @@ class RedisHistoryMethods:
             return None
         if isinstance(bound, int) and not isinstance(bound, bool):
             return bound
-        ms = _time_ms(bound)
+        ms = time_ms(bound)
         head = self._head()
         if low:
             return self._timeline.first_revision_from_time(ms, head)
@@ -247,7 +232,7 @@ class RedisHistoryMethods:
             raise InvalidRequestError("give a revision or a time, not both")
         head = self._head()
         if when is not None:
-            return self._timeline.revision_at_time(_time_ms(when), head)
+            return self._timeline.revision_at_time(time_ms(when), head)
         if revision is None:
             return head
         if type(revision) is not int or revision < 0:

@@ -18,58 +18,32 @@ see (the historical module had no triggers).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from evstate.errors import InvalidRequestError
-from evstate.functions import StateFunctions, serde_type
+from evstate.functions import PayloadFields, StateFunctions
 
 __all__ = ["KV_FUNCTION_IDS", "KV_READS", "call_kv_function"]
 
 
-class _Input:
-    """Field access with serde-style ``deserialization_error`` messages."""
-
-    def __init__(self, function_id: str, struct: str, payload: object) -> None:
-        self.function_id = function_id
-        if not isinstance(payload, Mapping):
-            self.fail(f"invalid type: {serde_type(payload)}, expected struct {struct}")
-        self.data: Mapping[str, Any] = payload  # type: ignore[assignment]
-
-    def fail(self, detail: str) -> None:
-        raise InvalidRequestError(f"Failed to deserialize input for {self.function_id}: {detail}")
-
-    def string(self, name: str) -> str:
-        if name not in self.data:
-            self.fail(f"missing field `{name}`")
-        value = self.data[name]
-        if type(value) is not str:
-            self.fail(f"invalid type: {serde_type(value)}, expected a string")
-        return value  # type: ignore[no-any-return]
-
-    def required(self, name: str) -> Any:
-        if name not in self.data:
-            self.fail(f"missing field `{name}`")
-        return self.data[name]
-
-
 def _get(store: StateFunctions, fid: str, payload: object) -> Any:
-    p = _Input(fid, "KvGetInput", payload)
+    p = PayloadFields(fid, "KvGetInput", payload)
     return store.get(p.string("index"), p.string("key"))
 
 
 def _set(store: StateFunctions, fid: str, payload: object) -> Any:
-    p = _Input(fid, "KvSetInput", payload)
+    p = PayloadFields(fid, "KvSetInput", payload)
     return store.set(p.string("index"), p.string("key"), p.required("value"))
 
 
 def _delete(store: StateFunctions, fid: str, payload: object) -> Any:
-    p = _Input(fid, "KvDeleteInput", payload)
+    p = PayloadFields(fid, "KvDeleteInput", payload)
     return {"old_value": store.delete(p.string("index"), p.string("key"))}
 
 
 def _update(store: StateFunctions, fid: str, payload: object) -> Any:
-    p = _Input(fid, "KvUpdateInput", payload)
+    p = PayloadFields(fid, "KvUpdateInput", payload)
     index, key, ops = p.string("index"), p.string("key"), p.required("ops")
     try:
         return store.update(index, key, ops)
@@ -82,11 +56,11 @@ def _update(store: StateFunctions, fid: str, payload: object) -> Any:
 
 
 def _list(store: StateFunctions, fid: str, payload: object) -> Any:
-    return store.list_values(_Input(fid, "KvListInput", payload).string("index"))
+    return store.list_values(PayloadFields(fid, "KvListInput", payload).string("index"))
 
 
 def _list_keys_with_prefix(store: StateFunctions, fid: str, payload: object) -> Any:
-    prefix = _Input(fid, "KvListKeysWithPrefixInput", payload).string("prefix")
+    prefix = PayloadFields(fid, "KvListKeysWithPrefixInput", payload).string("prefix")
     return [name for name in store.list_groups()["groups"] if name.startswith(prefix)]
 
 

@@ -30,7 +30,7 @@ from evstate.log import SegmentLog
 from evstate.timeline import FileTimeline, Timeline
 from evstate.view import StateView
 
-__all__ = ["HistoryMethods", "check_name"]
+__all__ = ["HistoryMethods", "check_name", "time_ms"]
 
 log = logging.getLogger("evstate")
 
@@ -43,7 +43,7 @@ def check_name(what: str, name: object) -> None:
         )
 
 
-def _time_ms(when: datetime | float | int) -> int:
+def time_ms(when: datetime | float | int) -> int:
     """A datetime, or seconds since the epoch, in ms since the epoch."""
     if isinstance(when, datetime):
         return int(when.timestamp() * 1000)
@@ -180,7 +180,7 @@ class HistoryMethods:
                 _raise_compacted(low, oldest)
             return
         horizon_ms = self._timeline.horizon_timestamp()
-        if horizon_ms is not None and _time_ms(bound) <= horizon_ms:  # type: ignore[arg-type]
+        if horizon_ms is not None and time_ms(bound) <= horizon_ms:  # type: ignore[arg-type]
             raise HistoryCompactedError(
                 f"events before {bound} were compacted (the oldest retained event is revision "
                 f"{oldest})",
@@ -192,7 +192,7 @@ class HistoryMethods:
             return None
         if isinstance(bound, int) and not isinstance(bound, bool):
             return bound
-        ms = _time_ms(bound)
+        ms = time_ms(bound)
         head = self._revision
         if low:
             return self._timeline.first_revision_from_time(ms, head)
@@ -266,7 +266,7 @@ class HistoryMethods:
             raise InvalidRequestError("give a revision or a time, not both")
         head = self._revision
         if when is not None:
-            ms = _time_ms(when)
+            ms = time_ms(when)
             target = self._timeline.revision_at_time(ms, head)
             horizon_ms = self._timeline.horizon_timestamp()
             if (

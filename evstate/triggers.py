@@ -39,7 +39,7 @@ from evstate.errors import (
     StoreFailedError,
     TriggerTimeoutError,
 )
-from evstate.events import EVENT_TYPE_NAMES, EventRecord
+from evstate.events import EVENT_TYPE_NAMES, EventRecord, event_dict, iii_event_dict
 from evstate.ops import apply_update_ops, parse_ops
 from evstate.segment import frame_record, unframe_single
 from evstate.values import decode_value, encode_value, validate_value
@@ -218,27 +218,11 @@ class TriggerEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """The doc's event shape plus ``revision`` and ``timestamp``."""
-        return {
-            "message_type": "state",
-            "event_type": self.event_type,
-            "scope": self.scope,
-            "key": self.key,
-            "old_value": self.old_value,
-            "new_value": self.new_value,
-            "revision": self.revision,
-            "timestamp": self.timestamp,
-        }
+        return event_dict(self)
 
     def to_iii(self) -> dict[str, Any]:
         """The iii engine's wire event (``{"type": "state", "event_type": "state:..."}``)."""
-        return {
-            "type": "state",
-            "event_type": "state:" + self.event_type,
-            "scope": self.scope,
-            "key": self.key,
-            "old_value": self.old_value,
-            "new_value": self.new_value,
-        }
+        return iii_event_dict(self)
 
     def __repr__(self) -> str:
         return (
