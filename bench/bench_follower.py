@@ -123,7 +123,7 @@ def test_follower_freshness(benchmark: Any, figures: Figures, tmp_path: Path, wa
     median, base_median = statistics.median(samples) * MS, statistics.median(base) * MS
     fig = figures.add(
         Figure(
-            "9a" if watch else "9b",
+            "10a" if watch else "10b",
             "follower freshness (fsync to visible), median, "
             + ("watchdog + polls" if watch else "polling only"),
             median,
