@@ -21,7 +21,13 @@ PY = VENV / "bin" / "python"
 
 def sh(*args: str | Path) -> None:
     print("+", " ".join(str(a) for a in args), flush=True)
-    code = subprocess.call([str(a) for a in args], cwd=ROOT)
+    child = subprocess.Popen([str(a) for a in args], cwd=ROOT)
+    while True:
+        try:
+            code = child.wait()
+            break
+        except KeyboardInterrupt:
+            continue  # Ctrl-C reached the child too: let it shut down cleanly, then exit
     if code:
         sys.exit(code)
 
