@@ -1,4 +1,7 @@
-"""Audit history, events, point-in-time views, restore, verify and stats."""
+"""History, events, at(), restore, verify: what is specific to file and in-memory stores.
+
+The cases every store kind must pass are in tests/conformance/test_history_api.py.
+"""
 
 from __future__ import annotations
 
@@ -19,105 +22,6 @@ def _writes(store: evstate.Store) -> None:
     store.update("users", "u1", [UpdateOp.increment("n", 1)])  # 3
     store.delete("users", "u2")  # 4
     store.set("config", "app", {"theme": "dark"})  # 5
-
-
-def test_history_of_a_key(store: evstate.Store) -> None:
-    _writes(store)
-    events = store.history("users", "u1")
-    assert [(e.revision, e.event_type, e.old_value, e.new_value) for e in events] == [
-        (1, "created", None, {"n": 1}),
-        (3, "updated", {"n": 1}, {"n": 2}),
-    ]
-    assert all(e.message_type == "state" and e.scope == "users" for e in events)
-    assert events[0].timestamp <= events[1].timestamp
-    deleted = store.history("users", "u2")[-1]
-    assert (deleted.event_type, deleted.old_value, deleted.new_value) == ("deleted", {"n": 2}, None)
-    assert store.history("users", "nobody") == []
-
-
-def test_history_bounds_and_limit(store: evstate.Store) -> None:
-    for i in range(10):
-        store.set("s", "k", i)
-    assert [e.new_value for e in store.history("s", "k", since=4, until=6)] == [3, 4, 5]
-    assert [e.new_value for e in store.history("s", "k", limit=2)] == [0, 1]
-    future = datetime.now() + timedelta(days=1)
-    assert store.history("s", "k", since=future) == []
-    assert len(store.history("s", "k", until=future)) == 10
-
-
-def test_value_set_long_ago_is_in_history(store: evstate.Store) -> None:
-    store.set("old", "k", "ancient")
-    for i in range(2000):
-        store.set("busy", str(i % 10), i)
-    assert [e.new_value for e in store.history("old", "k")] == ["ancient"]
-
-
-def test_events_iterate_lazily_with_filters(store: evstate.Store) -> None:
-    _writes(store)
-    all_events = store.events()
-    assert not isinstance(all_events, list)
-    assert [e.revision for e in all_events] == [1, 2, 3, 4, 5]
-    assert [e.revision for e in store.events(2, 4)] == [2, 3, 4]
-    assert [e.revision for e in store.events(scope="users", key="u1")] == [1, 3]
-    assert [e.key for e in store.events(scope="config")] == ["app"]
-    assert [e.revision for e in store.events(start=datetime.now() - timedelta(hours=1))] == [
-        1,
-        2,
-        3,
-        4,
-        5,
-    ]
-    assert list(store.events(start=datetime.now() + timedelta(hours=1))) == []
-
-
-def test_at_revision_is_a_read_only_past_view(store: evstate.Store) -> None:
-    _writes(store)
-    view = store.at(3)
-    assert view.revision == 3
-    assert view.get("users", "u1") == {"n": 2}
-    assert view.list("users") == {"u1": {"n": 2}, "u2": {"n": 2}}
-    assert view.list_groups() == {"groups": ["users"]}
-    assert [e.revision for e in view.history("users", "u1")] == [1, 3]
-    assert store.at(0).list_groups() == {"groups": []}
-    assert store.at().get("config", "app") == {"theme": "dark"}
-    assert store.at(10_000).revision == 5  # past the head: the current state
-    assert not hasattr(view, "set")
-
-
-def test_at_time(store: evstate.Store) -> None:
-    store.set("s", "k", "before")
-    time.sleep(0.02)
-    middle = datetime.now()
-    time.sleep(0.02)
-    store.set("s", "k", "after")
-    assert store.at(time=middle).get("s", "k") == "before"
-    assert store.at(time=middle.timestamp()).get("s", "k") == "before"
-    assert store.at(time=datetime.now() + timedelta(days=1)).get("s", "k") == "after"
-    with pytest.raises(evstate.InvalidRequestError):
-        store.at(1, time=middle)
-
-
-def test_verify_healthy(store: evstate.Store) -> None:
-    _writes(store)
-    store.snapshot()
-    store.set("after", "snap", 1)
-    assert store.verify() == []
-
-
-def test_stats(store: evstate.Store) -> None:
-    _writes(store)
-    stats = store.stats()
-    assert stats["revision"] == 5
-    assert stats["keys"] == 2
-    assert stats["scopes"] == 2
-    assert stats["oldest_revision"] == 1
-    assert stats["horizon_revision"] == 0
-    assert stats["oldest_timestamp"] is not None
-
-
-def test_history_rejects_bad_names(store: evstate.Store) -> None:
-    with pytest.raises(evstate.InvalidRequestError):
-        store.history(1, "k")  # type: ignore[arg-type]
 
 
 # ---- file stores ---------------------------------------------------------------------
@@ -173,17 +77,6 @@ def test_retention_by_revisions_deletes_only_covered_segments(tmp_path: Path) ->
     with evstate.open(tmp_path) as store:
         assert store.list("s") == {str(i): 400 + i for i in range(40)}
         assert store.verify() == []
-
-
-def test_retention_forever_keeps_everything(tmp_path: Path) -> None:
-    with evstate.open(tmp_path, retention="forever") as store:
-        for i in range(100):
-            store.set("s", "k", i)
-            if i % 10 == 0:
-                store.snapshot()
-        store.compact()
-        assert store.stats()["oldest_revision"] == 1
-        assert len(store.history("s", "k")) == 100
 
 
 def test_retention_by_duration(tmp_path: Path) -> None:
