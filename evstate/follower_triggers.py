@@ -52,7 +52,7 @@ from evstate.follower_cursors import (
     set_follower_cursor,
     write_cursor,
 )
-from evstate.triggers import TriggerContext, TriggerEvent
+from evstate.triggers import TriggerContext, TriggerEvent, check_trigger_args
 
 __all__ = ["FollowerContext", "FollowerHost", "FollowerTrigger", "FollowerTriggers"]
 
@@ -186,13 +186,7 @@ class FollowerTriggers:
         start: str | int,
     ) -> FollowerTrigger:
         """Register ``name`` (see ``Follower.trigger`` for the contract)."""
-        if type(name) is not str or not name:
-            raise InvalidRequestError("a trigger name must be a non-empty str")
-        if not callable(handler) or (condition is not None and not callable(condition)):
-            raise InvalidRequestError("handler and condition must be callable")
-        for what, value in (("scope", scope), ("key", key)):
-            if value is not None and type(value) is not str:
-                raise InvalidRequestError(f"{what} must be a str or None")
+        check_trigger_args(name, handler, scope=scope, key=key, condition=condition)
         with self._lock:
             if self._closing.is_set():
                 raise InvalidRequestError("the follower is closed")

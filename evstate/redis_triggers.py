@@ -40,7 +40,7 @@ from evstate.redis_trigger_admin import (
     trigger_record,
 )
 from evstate.redis_writes import Fence, Writer
-from evstate.triggers import Trigger, TriggerContext, TriggerEvent
+from evstate.triggers import Trigger, TriggerContext, TriggerEvent, check_trigger_args
 
 __all__ = ["Handler", "RedisTriggerManager"]
 
@@ -88,13 +88,7 @@ class RedisTriggerManager(TriggerAdminMethods):
         start: str | int,
     ) -> Trigger:
         """Register ``name`` in this process; see ``Store.trigger`` for the contract."""
-        if type(name) is not str or not name:
-            raise InvalidRequestError("a trigger name must be a non-empty str")
-        if not callable(handler) or (condition is not None and not callable(condition)):
-            raise InvalidRequestError("handler and condition must be callable")
-        for what, value in (("scope", scope), ("key", key)):
-            if value is not None and type(value) is not str:
-                raise InvalidRequestError(f"{what} must be a str or None")
+        check_trigger_args(name, handler, scope=scope, key=key, condition=condition)
         if start not in ("latest", "earliest") and not (type(start) is int and start >= 1):
             raise InvalidRequestError(
                 f"start must be 'latest', 'earliest' or a revision >= 1, got {start!r}"

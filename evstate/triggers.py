@@ -44,7 +44,14 @@ from evstate.ops import apply_update_ops, parse_ops
 from evstate.segment import frame_record, unframe_single
 from evstate.values import decode_value, encode_value, validate_value
 
-__all__ = ["TRIGGERS_FILE", "Trigger", "TriggerContext", "TriggerEvent", "TriggerManager"]
+__all__ = [
+    "TRIGGERS_FILE",
+    "Trigger",
+    "TriggerContext",
+    "TriggerEvent",
+    "TriggerManager",
+    "check_trigger_args",
+]
 
 log = logging.getLogger("evstate")
 
@@ -54,6 +61,24 @@ STORAGE_RETRY = 0.25  # seconds before a trigger retries an event whose batch wr
 BATCH = 1024
 
 Handler = Callable[[Any], Any]
+
+
+def check_trigger_args(
+    name: object, handler: object, *, scope: object, key: object, condition: object
+) -> None:
+    """Validate ``trigger()``'s arguments (shared by every kind of store and the follower).
+
+    Raises:
+        InvalidRequestError: an empty or non-str name, a non-callable handler or condition,
+            or a scope/key that is neither a str nor None.
+    """
+    if type(name) is not str or not name:
+        raise InvalidRequestError("a trigger name must be a non-empty str")
+    if not callable(handler) or (condition is not None and not callable(condition)):
+        raise InvalidRequestError("handler and condition must be callable")
+    for what, value in (("scope", scope), ("key", key)):
+        if value is not None and type(value) is not str:
+            raise InvalidRequestError(f"{what} must be a str or None")
 
 
 class TriggerHost(Protocol):
@@ -453,13 +478,7 @@ class TriggerManager:
         start: str | int,
     ) -> Trigger:
         """Register (or re-register) ``name``; see ``Store.trigger`` for the contract."""
-        if type(name) is not str or not name:
-            raise InvalidRequestError("a trigger name must be a non-empty str")
-        if not callable(handler) or (condition is not None and not callable(condition)):
-            raise InvalidRequestError("handler and condition must be callable")
-        for what, value in (("scope", scope), ("key", key)):
-            if value is not None and type(value) is not str:
-                raise InvalidRequestError(f"{what} must be a str or None")
+        check_trigger_args(name, handler, scope=scope, key=key, condition=condition)
         oldest = self._host._oldest_revision()
         with self._lock:
             state = self._states.get(name)
