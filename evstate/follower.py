@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from evstate.errors import StorageError, StoreClosedError
@@ -37,6 +37,7 @@ from evstate.follower_audit import AuditMethods, check_name
 from evstate.follower_log import Progress
 from evstate.follower_state import LiveLog
 from evstate.follower_triggers import FollowerTrigger, FollowerTriggers, Handler
+from evstate.triggers import register_or_decorate
 from evstate.values import decode_value
 
 if TYPE_CHECKING:  # watchdog itself is imported when a follower starts watching
@@ -325,14 +326,7 @@ class Follower(AuditMethods):
                 name, fn, scope=scope, key=key, condition=condition, start=start
             )
 
-        if handler is None:
-
-            def decorator(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-                register(fn)
-                return fn
-
-            return decorator
-        return register(handler)
+        return register_or_decorate(register, handler)
 
     def unregister_trigger(self, name: str) -> None:
         """Stop delivering to ``name``; its cursor file is written and kept."""

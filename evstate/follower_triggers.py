@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import threading
@@ -52,7 +51,7 @@ from evstate.follower_cursors import (
     set_follower_cursor,
     write_cursor,
 )
-from evstate.triggers import TriggerContext, TriggerEvent, check_trigger_args
+from evstate.triggers import TriggerContext, TriggerEvent, call_handler, check_trigger_args
 
 __all__ = ["FollowerContext", "FollowerHost", "FollowerTrigger", "FollowerTriggers"]
 
@@ -144,16 +143,6 @@ class FollowerTrigger:
 
     def __repr__(self) -> str:
         return f"<evstate.FollowerTrigger {self.name!r}>"
-
-
-def _call(fn: Handler, event: TriggerEvent, loops: dict[str, asyncio.AbstractEventLoop]) -> Any:
-    result = fn(event)
-    if inspect.isawaitable(result):
-        loop = loops.get("loop")
-        if loop is None:
-            loop = loops["loop"] = asyncio.new_event_loop()
-        return loop.run_until_complete(result)
-    return result
 
 
 class FollowerTriggers:
@@ -374,8 +363,8 @@ class FollowerTriggers:
         while True:
             event = TriggerEvent(record, runner.name, FollowerContext(self._host))
             try:
-                if runner.condition is None or _call(runner.condition, event, loops):
-                    _call(runner.handler, event, loops)
+                if runner.condition is None or call_handler(runner.condition, event, loops):
+                    call_handler(runner.handler, event, loops)
                     runner.delivered += 1
                 return True
             except Exception as exc:
@@ -495,7 +484,7 @@ class FollowerTriggers:
                     continue
                 event = TriggerEvent(records[0], name, FollowerContext(self._host))
                 try:
-                    _call(runner.handler, event, loops)
+                    call_handler(runner.handler, event, loops)
                 except Exception as exc:
                     item["error"] = f"{type(exc).__name__}: {exc}"
                     item["attempts"] += 1

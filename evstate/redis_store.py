@@ -23,7 +23,7 @@ import builtins
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from evstate.config import Config
@@ -35,7 +35,7 @@ from evstate.redis_log import CHUNK_KEYS, RedisTimeline
 from evstate.redis_scripts import FORMAT_VERSION, META, SNAPSHOTS, STATE_PREFIX, state_key
 from evstate.redis_triggers import Handler, RedisTriggerManager
 from evstate.redis_writes import Committed, Writer
-from evstate.triggers import Trigger
+from evstate.triggers import Trigger, register_or_decorate
 from evstate.values import encode_value, validate_value
 
 __all__ = ["DEFAULT_LEASE_MS", "RedisStore", "open_redis"]
@@ -312,14 +312,7 @@ class RedisStore(RedisHistoryMethods):
                 name, fn, scope=scope, key=key, condition=condition, start=start
             )
 
-        if handler is None:
-
-            def decorator(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-                register(fn)
-                return fn
-
-            return decorator
-        return register(handler)
+        return register_or_decorate(register, handler)
 
     def unregister_trigger(self, name: str, *, wait: bool = True) -> None:
         """Stop delivering ``name`` in this process; its cursor is kept."""

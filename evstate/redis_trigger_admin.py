@@ -8,7 +8,6 @@ Everything here reads or changes state in Redis, so it is the same from every pr
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import threading
 import time
@@ -21,7 +20,7 @@ from evstate.events import EVENT_TYPE_CODES, EventRecord
 from evstate.redis_client import Backend, LogEntry
 from evstate.redis_scripts import LOG, TRIGGERS, lease_key, parked_key, trigger_key
 from evstate.redis_writes import Fence, Writer
-from evstate.triggers import TriggerContext, TriggerEvent
+from evstate.triggers import TriggerContext, TriggerEvent, call_handler
 from evstate.values import encode_value
 
 __all__ = [
@@ -57,17 +56,6 @@ class Runner:
     holder: bool = False
     last_error: str | None = None
     delivered: int = 0
-
-
-def call_handler(
-    fn: Handler, event: TriggerEvent, loops: dict[str, asyncio.AbstractEventLoop]
-) -> Any:
-    """Call a sync or async handler; async ones run on the calling thread's own loop."""
-    result = fn(event)
-    if inspect.isawaitable(result):
-        loop = loops.get("loop") or loops.setdefault("loop", asyncio.new_event_loop())
-        return loop.run_until_complete(result)
-    return result
 
 
 def trigger_record(entry: LogEntry) -> EventRecord:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from evstate.events import EventRecord
 from evstate.log import SegmentLog
 from evstate.timeline import Timeline
-from evstate.triggers import Handler, Trigger, TriggerManager
+from evstate.triggers import Handler, Trigger, TriggerManager, register_or_decorate
 
 __all__ = ["FEED_CAPACITY", "TriggerMethods"]
 
@@ -79,14 +79,7 @@ class TriggerMethods:
                 name, fn, scope=scope, key=key, condition=condition, start=start
             )
 
-        if handler is None:
-
-            def decorator(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-                register(fn)
-                return fn
-
-            return decorator
-        return register(handler)
+        return register_or_decorate(register, handler)
 
     def unregister_trigger(self, name: str, *, wait: bool = True) -> None:
         """Stop delivering to ``name``; its cursor is kept (registering again resumes).

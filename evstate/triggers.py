@@ -50,7 +50,9 @@ __all__ = [
     "TriggerContext",
     "TriggerEvent",
     "TriggerManager",
+    "call_handler",
     "check_trigger_args",
+    "register_or_decorate",
 ]
 
 log = logging.getLogger("evstate")
@@ -79,6 +81,21 @@ def check_trigger_args(
     for what, value in (("scope", scope), ("key", key)):
         if value is not None and type(value) is not str:
             raise InvalidRequestError(f"{what} must be a str or None")
+
+
+def register_or_decorate(register: Callable[[Handler], Any], handler: Handler | None) -> Any:
+    """``trigger(name, handler)`` registers now; ``@trigger(name)`` registers the function.
+
+    Returns what ``register`` returns, or (as a decorator) the decorated function unchanged.
+    """
+    if handler is not None:
+        return register(handler)
+
+    def decorator(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        register(fn)
+        return fn
+
+    return decorator
 
 
 class TriggerHost(Protocol):
@@ -342,7 +359,9 @@ def _parse_cursor_file(data: bytes) -> dict[str, tuple[int, list[dict[str, Any]]
     return result
 
 
-def _call(fn: Handler, event: TriggerEvent, loops: dict[str, asyncio.AbstractEventLoop]) -> Any:
+def call_handler(
+    fn: Handler, event: TriggerEvent, loops: dict[str, asyncio.AbstractEventLoop]
+) -> Any:
     """Call a sync or async function; async ones run on this thread's own event loop."""
     result = fn(event)
     if result is not None and inspect.isawaitable(result):
@@ -688,9 +707,9 @@ class TriggerManager:
         while True:
             event = TriggerEvent(record, state.name, host=self._host)
             try:
-                if state.condition is None or _call(state.condition, event, loops):
+                if state.condition is None or call_handler(state.condition, event, loops):
                     assert state.handler is not None
-                    _call(state.handler, event, loops)
+                    call_handler(state.handler, event, loops)
                     if stop.is_set():
                         return False  # unregistered meanwhile: commit nothing, redeliver later
                     context = event._context
@@ -780,7 +799,7 @@ class TriggerManager:
                 event = TriggerEvent(records[0], name, host=self._host)
                 try:
                     assert state.handler is not None
-                    _call(state.handler, event, loops)
+                    call_handler(state.handler, event, loops)
                     context = event._context
                     if context is not None and context.writes:
                         self._host._commit_batch(context.writes, (name, state.cursor))
