@@ -14,12 +14,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from evstate.diskio import DiskIO
-from evstate.errors import HistoryCompactedError, InvalidRequestError, StorageError
+from evstate.errors import HistoryCompactedError, InvalidRequestError
 from evstate.events import Event
 from evstate.follower_log import Progress, owner_pid, read_owner_triggers
 from evstate.follower_state import LiveLog
-from evstate.snapshot import write_snapshot
+from evstate.snapshot import check_restore_target, write_restored_store
 from evstate.view import StateView
 
 if TYPE_CHECKING:
@@ -180,19 +179,10 @@ class AuditMethods:
             StorageError: ``path`` exists and is not an empty directory.
         """
         self._check_open()
-        target = os.path.abspath(os.fspath(path))
-        if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
-            raise StorageError(f"{target} exists and is not an empty directory")
+        target = check_restore_target(path)
         at = self._target(revision, time)
         scopes, stamp = self._live.history.state_at(at, progress)
-        io = DiskIO()
-        try:
-            os.makedirs(target, exist_ok=True)
-            write_snapshot(target, at, stamp or 0, scopes, io, {})
-            io.fsync_dir(os.path.dirname(target))
-        except OSError as exc:
-            raise StorageError(f"cannot write {target}: {exc}") from exc
-        return target
+        return write_restored_store(target, at, stamp or 0, scopes)
 
     def stats(self) -> dict[str, Any]:
         """``Store.stats``'s numbers as seen from here, plus ``owner_pid`` and ``problem``."""

@@ -21,6 +21,7 @@ from typing import Final, NamedTuple
 import cbor2
 
 from evstate.diskio import DiskIO
+from evstate.errors import StorageError
 from evstate.segment import frame_record, scan_segment
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "read_snapshot",
     "read_snapshot_header",
     "snapshot_name",
+    "check_restore_target",
+    "write_restored_store",
     "write_snapshot",
 ]
 
@@ -149,6 +152,34 @@ def read_snapshot_header(path: str) -> tuple[int, int]:
     if magic != SNAPSHOT_MAGIC or zlib.crc32(data[:24]) != crc:
         raise SnapshotError(f"{path}: bad header")
     return int(revision), int(timestamp)
+
+
+def check_restore_target(path: str | os.PathLike[str]) -> str:
+    """The absolute path of a directory a restore may write: missing, or empty.
+
+    Raises:
+        StorageError: ``path`` exists and is not an empty directory.
+    """
+    target = os.path.abspath(os.fspath(path))
+    if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
+        raise StorageError(f"{target} exists and is not an empty directory")
+    return target
+
+
+def write_restored_store(target: str, revision: int, timestamp: int, scopes: Scopes) -> str:
+    """Make ``target`` (see :func:`check_restore_target`) a new store holding ``scopes``.
+
+    The store is one snapshot at ``revision``, so its log continues the numbering; it opens
+    like any store. Durable on return. Raises StorageError if it cannot be written.
+    """
+    io = DiskIO()
+    try:
+        os.makedirs(target, exist_ok=True)
+        write_snapshot(target, revision, timestamp, scopes, io, {})
+        io.fsync_dir(os.path.dirname(target))
+    except OSError as exc:
+        raise StorageError(f"cannot write {target}: {exc}") from exc
+    return target
 
 
 def list_snapshots(directory: str, io: DiskIO) -> list[SnapshotInfo]:

@@ -17,16 +17,15 @@ from datetime import datetime
 from typing import Any
 
 from evstate.config import Config, retention_limits
-from evstate.diskio import DiskIO
 from evstate.engine import StateTable
 from evstate.errors import (
     HistoryCompactedError,
     InvalidRequestError,
-    StorageError,
     StoreClosedError,
 )
 from evstate.events import Event
 from evstate.log import SegmentLog
+from evstate.snapshot import check_restore_target, write_restored_store
 from evstate.timeline import FileTimeline, Timeline
 from evstate.view import StateView
 
@@ -321,16 +320,8 @@ class HistoryMethods:
             StorageError: ``path`` exists and is not empty, or cannot be written.
         """
         view = self.at(revision, time)
-        target = os.path.abspath(os.fspath(path))
-        if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
-            raise StorageError(f"{target} exists and is not an empty directory")
-        from evstate.snapshot import write_snapshot
-
-        os.makedirs(target, exist_ok=True)
-        io = DiskIO()
-        write_snapshot(target, view.revision, view.timestamp or 0, view._scopes, io, {})
-        io.fsync_dir(os.path.dirname(target))
-        return target
+        target = check_restore_target(path)
+        return write_restored_store(target, view.revision, view.timestamp or 0, view._scopes)
 
     def verify(self) -> builtins.list[str]:
         """Check the store; returns the problems found (empty when healthy).
