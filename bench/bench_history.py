@@ -1,7 +1,7 @@
 """Snapshot, point-in-time and history figures (issue 3 §6).
 
 - 7a: reopen a store holding a 1M-key snapshot and a short tail, vs decoding that snapshot
-  file alone (``evstate.snapshot.read_snapshot``); target <= 1.5x.
+  file alone (``evstate.backends.file.snapshot.read_snapshot``); target <= 1.5x.
 - 7b: ``set`` latency (fsync=interval) while ``store.snapshot()`` of 1M keys runs in another
   thread, vs the same writer with no snapshot running; target p99 <= 50 ms.
 - 7c, 7d: ``at()`` in the middle of a 1M-event history that has a snapshot every 100k events
@@ -44,8 +44,8 @@ from _benchlib import (
 )
 
 import evstate
-from evstate.diskio import DiskIO
-from evstate.snapshot import read_snapshot
+from evstate.backends.file.diskio import DiskIO
+from evstate.backends.file.snapshot import read_snapshot
 
 LOG_EVENTS = int(os.environ.get("EVSTATE_BENCH_EVENTS", "1000000"))
 MS = 1000.0

@@ -87,7 +87,7 @@ def _worker(url: str, mode: str, ops: int, offset: int) -> None:
     import redis
 
     from evstate import UpdateOp
-    from evstate.redis_store import open_redis
+    from evstate.backends.redis.store import open_redis
 
     values = [typical_value(i) for i in range(1000)]
     keys = [key_name(offset + i) for i in range(KEYS)]

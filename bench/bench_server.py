@@ -317,7 +317,7 @@ import pytest  # noqa: E402 - the worker processes above need none of this
 from _benchlib import SCOPE, Figure, Figures, drop_warmup, interleaved, typical_value  # noqa: E402
 
 import evstate  # noqa: E402
-from evstate.server import BackgroundServer  # noqa: E402
+from evstate.server.app import BackgroundServer  # noqa: E402
 
 VALUES = [typical_value(i) for i in range(1_000)]
 SET_CALLS = 40_000  # per round of 9a

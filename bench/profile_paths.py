@@ -30,7 +30,7 @@ from _benchlib import NO_SNAPSHOTS_MS, SCOPE, frame, key_name, raw_replay, typic
 
 import evstate
 from evstate.events import EventRecord, encode_record
-from evstate.segment import frame_record
+from evstate.backends.file.segment import frame_record
 from evstate.values import decode_value, encode_value, validate_value
 
 

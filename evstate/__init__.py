@@ -35,11 +35,11 @@ from evstate.errors import (
     ValueTooLargeError,
 )
 from evstate.events import Event
-from evstate.follower import Follower, follow
+from evstate.backends.follower.follower import Follower, follow
 from evstate.ops import UpdateOp
-from evstate.store import Store
-from evstate.triggers import Trigger, TriggerContext, TriggerEvent
-from evstate.view import StateView
+from evstate.backends.file.store import Store
+from evstate.core.triggers import Trigger, TriggerContext, TriggerEvent
+from evstate.core.view import StateView
 
 __version__ = "0.1.0"
 
@@ -108,7 +108,7 @@ def open(
         if path is not None:
             raise ConfigError(["<options>: path: the redis adapter keeps its data in Redis"])
         try:  # redis-py is an optional extra: import it only when asked for
-            from evstate.redis_store import RedisStore
+            from evstate.backends.redis.store import RedisStore
         except ImportError as exc:
             raise ConfigError(
                 [f"the redis adapter needs redis-py: pip install 'evstate[redis]' ({exc})"]

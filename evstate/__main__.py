@@ -2,6 +2,6 @@
 
 import sys
 
-from evstate.cli import main
+from evstate.cli.main import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """Fault injection for tests: a file layer that forgets, tears, fails and loses power.
 
-:class:`FaultyIO` is a :class:`~evstate.diskio.DiskIO` you pass to a store
+:class:`FaultyIO` is a :class:`~evstate.backends.file.diskio.DiskIO` you pass to a store
 (``evstate.Store(config, io=FaultyIO())``) to see what your code, and evstate, do when the
 disk misbehaves: a power cut that forgets everything not yet fsynced, a torn last write,
 ``EIO`` from a write or an fsync, a full disk, and failures at named points of the engine's
@@ -60,7 +60,7 @@ listing and closing pass none), each with the ``kind`` of the file: ``"segment"`
 (``*.log``), ``"snapshot"`` (``*.snap``, ``*.snap.tmp``), ``"cursor"`` (``triggers.cbor``
 and its ``.tmp``) or ``"other"``. A directory fsync has the kind of the newest entry change
 it makes durable (``"dir"`` when there is none). ``before_append`` / ``after_append`` are
-the write points of segments. The engine's named points (:data:`evstate.diskio.FAILPOINTS`:
+the write points of segments. The engine's named points (:data:`evstate.backends.file.diskio.FAILPOINTS`:
 ``segment_roll``, ``snapshot_write``, ``cursor_save``, ``compaction``) have no kind.
 :attr:`~FaultyIO.trace` records every point passed (``record=True``).
 
@@ -81,11 +81,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, NoReturn
 
-from evstate.diskio import FAILPOINTS, DiskIO
+from evstate.backends.file.diskio import FAILPOINTS, DiskIO
 from evstate.errors import Error
 
 if TYPE_CHECKING:
-    from evstate.store import Store
+    from evstate.backends.file.store import Store
 
 __all__ = [
     "CUT_MODES",

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from evstate.follower import follow
+from evstate.backends.follower.follower import follow
 
 
 class DomainCounts:

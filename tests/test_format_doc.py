@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from evstate.events import EventRecord, encode_record
-from evstate.segment import FRAME, HEADER, MAGIC, VERSION, encode_header
+from evstate.backends.file.segment import FRAME, HEADER, MAGIC, VERSION, encode_header
 from evstate.values import encode_value
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "format.md").read_text()

@@ -29,7 +29,7 @@ INTRO = """\
 `evstate` (also `python -m evstate`) operates a store from the shell: read and write state,
 audit the event log, follow it live, read and restore past states, check the files, and
 look after triggers. Every command is thin over the library (`evstate.open`, the `Store`
-methods, and followers: `evstate.follower.follow`).
+methods, and followers: `evstate.backends.follower.follower.follow`).
 
 ## Conventions
 
@@ -78,7 +78,7 @@ def render() -> str:
     """The text docs/cli.md should hold."""
     os.environ["COLUMNS"] = WIDTH  # argparse wraps help to the terminal width
     sys.path.insert(0, str(ROOT))
-    from evstate.cli import build_parser
+    from evstate.cli.main import build_parser
 
     parser = build_parser()
     sub, names = _subcommands(parser)

@@ -5,7 +5,7 @@ from collections.abc import Callable
 import pytest
 from cli_helpers import Result
 
-from evstate.cli import main
+from evstate.cli.main import main
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def test_docs_cli_md_is_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_command_is_documented_with_help(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "100")
-    from evstate.cli import build_parser
+    from evstate.cli.main import build_parser
 
     gen = generator()
     sub, names = gen._subcommands(build_parser())

@@ -11,7 +11,7 @@ import pytest
 from cli_helpers import Result, run_process
 
 import evstate
-from evstate.cli_common import Progress
+from evstate.cli.common import Progress
 
 Cli = Callable[..., Result]
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import evstate
-from evstate.redis_store import open_redis
+from evstate.backends.redis.store import open_redis
 from tests.redis.server import RedisServer
 
 KINDS = ["memory", "file", "redis"]

@@ -13,7 +13,7 @@ import sys
 
 import evstate
 from evstate.config import Config
-from evstate.diskio import DiskIO
+from evstate.backends.file.diskio import DiskIO
 
 
 class CrashingIO(DiskIO):

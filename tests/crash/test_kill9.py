@@ -15,7 +15,7 @@ import pytest
 
 import evstate
 from evstate.events import decode_record
-from evstate.segment import scan_segment
+from evstate.backends.file.segment import scan_segment
 
 WRITER = Path(__file__).with_name("writer.py")
 ROUNDS = 20

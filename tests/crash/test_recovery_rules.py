@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import evstate
-from evstate.segment import HEADER_SIZE, segment_name
+from evstate.backends.file.segment import HEADER_SIZE, segment_name
 
 
 def _fill(path: Path, n: int = 5, **options: object) -> None:

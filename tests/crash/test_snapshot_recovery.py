@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import evstate
-from evstate.snapshot import snapshot_name
+from evstate.backends.file.snapshot import snapshot_name
 
 CRASHER = Path(__file__).with_name("snapshot_crasher.py")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import evstate
 from evstate.config import Config
-from evstate.diskio import DiskIO
+from evstate.backends.file.diskio import DiskIO
 from evstate.ops import apply_update_ops, parse_ops
 
 Op = tuple[Any, ...]

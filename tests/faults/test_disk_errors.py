@@ -19,7 +19,7 @@ import pytest
 
 import evstate
 from evstate import UpdateOp
-from evstate.segment import unframe_single
+from evstate.backends.file.segment import unframe_single
 from evstate.testing import FaultyIO, crash
 from tests.faults.harness import open_store
 

@@ -16,7 +16,7 @@ import pytest
 import evstate
 from evstate import UpdateOp
 from evstate.testing import FaultyIO, crash
-from evstate.triggers import encode_cursor_file
+from evstate.core.triggers import encode_cursor_file
 from tests.faults.harness import open_store
 
 
@@ -226,7 +226,7 @@ def test_an_empty_batch_record_is_corruption(tmp_path: Path, cursor: Any) -> Non
     a cursor, open() crashed with IndexError). Only a buggy writer or a crafted file makes
     one; it is now a CorruptionError naming the file and offset."""
     from evstate.events import encode_batch
-    from evstate.segment import frame_record
+    from evstate.backends.file.segment import frame_record
 
     with evstate.open(tmp_path) as store:
         store.set("s", "k", 1)
@@ -247,7 +247,7 @@ def test_a_snapshot_with_misshapen_content_is_ignored(tmp_path: Path) -> None:
     import struct
     import zlib
 
-    from evstate.segment import frame_record
+    from evstate.backends.file.segment import frame_record
 
     with evstate.open(tmp_path) as store:
         for i in range(5):
@@ -279,7 +279,7 @@ def test_compaction_during_an_index_build_loses_no_write(
     compaction had just deleted (FileNotFoundError from history())."""
     import threading
 
-    from evstate import timeline
+    from evstate.backends.file import timeline
 
     store = open_store(tmp_path, retention={"revisions": 5})
     for i in range(1, 121):
@@ -322,7 +322,7 @@ def test_a_damaged_segment_behind_a_snapshot_is_reported_not_skipped(tmp_path: P
     snapshot covers, and reads of them stopped silently at the first damaged record: at()
     answered a wrong (older) state, events() ended early, and a trigger catching up there
     spun without progress. Now every such read raises CorruptionError."""
-    from evstate.history import scan_records
+    from evstate.backends.file.index import scan_records
 
     with evstate.open(tmp_path, segment_size_bytes=4096, retention="forever") as store:
         for i in range(1, 121):

@@ -16,8 +16,8 @@ from evstate.errors import (
     StoreLockedError,
     TriggerTimeoutError,
 )
-from evstate.follower import follow
-from evstate.follower_cursors import list_follower_triggers
+from evstate.backends.follower.follower import follow
+from evstate.backends.follower.cursors import list_follower_triggers
 
 
 @pytest.fixture

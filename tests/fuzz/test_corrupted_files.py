@@ -28,7 +28,7 @@ import hypothesis.strategies as st
 from hypothesis import given
 
 import evstate
-from evstate.segment import HEADER_SIZE
+from evstate.backends.file.segment import HEADER_SIZE
 from tests.fuzz.fuzzlib import fuzz_settings, mutated, no_hang
 
 State = dict[str, dict[str, Any]]

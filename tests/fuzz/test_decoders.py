@@ -29,10 +29,10 @@ from evstate.events import (
     encode_batch,
     encode_record,
 )
-from evstate.segment import HEADER_SIZE, decode_header, encode_header, frame_record, scan_segment
-from evstate.snapshot import Snapshot, SnapshotError, read_snapshot, write_snapshot
+from evstate.backends.file.segment import HEADER_SIZE, decode_header, encode_header, frame_record, scan_segment
+from evstate.backends.file.snapshot import Snapshot, SnapshotError, read_snapshot, write_snapshot
 from evstate.testing import FaultyIO
-from evstate.triggers import _parse_cursor_file
+from evstate.core.triggers import _parse_cursor_file
 from evstate.values import encode_value
 from tests.fuzz.fuzzlib import fuzz_settings, mutated, no_hang
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from evstate.redis_store import RedisStore, open_redis
+from evstate.backends.redis.store import RedisStore, open_redis
 from tests.redis.server import RedisServer
 
 LEASE_MS = 1000  # fail-over within about a second in these tests

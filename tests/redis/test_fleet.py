@@ -10,9 +10,9 @@ from typing import Any
 import redis
 
 from evstate import UpdateOp
-from evstate.redis_scripts import LOG, lease_key
-from evstate.redis_store import RedisStore
-from evstate.redis_writes import Fence
+from evstate.backends.redis.scripts import LOG, lease_key
+from evstate.backends.redis.store import RedisStore
+from evstate.backends.redis.writes import Fence
 from evstate.values import encode_value
 
 Open = Callable[..., RedisStore]

@@ -13,8 +13,8 @@ import redis
 import evstate
 from evstate import UpdateOp
 from evstate.config import load_config
-from evstate.redis_client import BackendUnavailableError
-from evstate.redis_store import RedisStore, open_redis
+from evstate.backends.redis.client import BackendUnavailableError
+from evstate.backends.redis.store import RedisStore, open_redis
 from tests.redis.server import RedisServer
 
 Open = Callable[..., RedisStore]
@@ -137,7 +137,7 @@ def test_a_retried_write_is_applied_once(
     open_store: Open, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = open_store()
-    monkeypatch.setattr("evstate.redis_writes.new_request_id", lambda: "same-request")
+    monkeypatch.setattr("evstate.backends.redis.writes.new_request_id", lambda: "same-request")
     assert store.set("s", "k", 1) == {"old_value": None, "new_value": 1}
     store.set("s", "k", 2)  # the same request id again: recognised, not applied
     assert store.get("s", "k") == 1

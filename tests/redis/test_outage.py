@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from evstate import UpdateOp
-from evstate.redis_client import BackendUnavailableError
-from evstate.redis_store import open_redis
+from evstate.backends.redis.client import BackendUnavailableError
+from evstate.backends.redis.store import open_redis
 from tests.redis.server import RedisServer
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from evstate.redis_store import RedisStore
+from evstate.backends.redis.store import RedisStore
 
 ROOT = Path(__file__).resolve().parents[2]
 Open = Callable[..., RedisStore]

@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from evstate import UpdateOp
-from evstate.redis_client import BackendUnavailableError
-from evstate.redis_store import open_redis
+from evstate.backends.redis.client import BackendUnavailableError
+from evstate.backends.redis.store import open_redis
 
 
 def increment(url: str, n: int) -> None:

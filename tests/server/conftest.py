@@ -11,7 +11,7 @@ import pytest
 from iii import InitOptions, register_worker
 
 import evstate
-from evstate.server import BackgroundServer
+from evstate.server.app import BackgroundServer
 from tests.server.harness import FAST_RECONNECT, WAIT, Raw, Served, shutdown, wait_until
 
 

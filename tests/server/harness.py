@@ -21,7 +21,7 @@ from iii_helpers.observability import ReconnectionConfig
 from websockets.sync.client import ClientConnection, connect
 
 import evstate
-from evstate.server import BackgroundServer
+from evstate.server.app import BackgroundServer
 
 WAIT = 10.0  # seconds any single condition may take before a test fails
 

@@ -12,7 +12,7 @@ import pytest
 from iii import InvocationError
 
 import evstate
-from evstate.server import BackgroundServer
+from evstate.server.app import BackgroundServer
 from tests.server.harness import (
     Raw,
     Served,

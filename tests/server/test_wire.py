@@ -1,4 +1,4 @@
-"""The WebSocket layer (evstate.server_wire) at the byte level: framing corner cases."""
+"""The WebSocket layer (evstate.server.wire) at the byte level: framing corner cases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests of the worker-trigger mapping (evstate.server_triggers) with a fake store."""
+"""Unit tests of the worker-trigger mapping (evstate.server.triggers) with a fake store."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from evstate.server_protocol import CallError
-from evstate.server_triggers import (
+from evstate.server.protocol import CallError
+from evstate.server.triggers import (
     MISSING,
     StateTriggerConfig,
     TriggerConfigError,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evstate.cli import main
+from evstate.cli.main import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, object, str]:

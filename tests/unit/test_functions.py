@@ -53,7 +53,7 @@ def test_data_alias_and_unknown_fields(store: evstate.Store) -> None:
     ],
 )
 def test_bad_payloads(store: evstate.Store, function_id: str, payload: object, detail: str) -> None:
-    from evstate.functions import call_function
+    from evstate.core.functions import call_function
 
     with pytest.raises(evstate.InvalidRequestError) as info:
         call_function(store, function_id, payload)

@@ -10,7 +10,7 @@ import pytest
 
 import evstate
 from evstate.config import Config
-from evstate.diskio import DiskIO
+from evstate.backends.file.diskio import DiskIO
 
 
 class FlakyIO(DiskIO):

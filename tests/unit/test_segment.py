@@ -5,7 +5,7 @@ import zlib
 
 import pytest
 
-from evstate.segment import (
+from evstate.backends.file.segment import (
     FRAME,
     HEADER,
     HEADER_SIZE,

@@ -1,0 +1,462 @@
+"""The segmented, append-only event log of a file store.
+
+Format and recovery rules: docs/format.md. Durability modes: docs/config.md (``fsync``).
+
+Threading: :meth:`SegmentLog.append` must be called by one thread at a time (the store
+holds its write lock); :meth:`wait_durable`, :meth:`flush` and the background syncer may
+run concurrently with appends. Concurrent waiters share fsyncs (group commit): one waiter
+becomes the leader and syncs everything written so far, the others wait for it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from evstate.backends.file.diskio import DiskIO
+from evstate.errors import CorruptionError, StorageError, StoreFailedError
+from evstate.events import EventRecord, RecordDecodeError, decode_entry
+from evstate.backends.file.segment import (
+    HEADER_SIZE,
+    SEGMENT_NAME_RE,
+    decode_header,
+    encode_header,
+    frame_record,
+    scan_segment,
+    segment_name,
+)
+
+__all__ = ["SegmentLog"]
+
+log = logging.getLogger("evstate")
+
+
+@dataclass(slots=True, eq=False)
+class _Segment:
+    """An open segment: its descriptor and bookkeeping for safe closing."""
+
+    path: str
+    first_revision: int
+    fd: int
+    size: int
+    pins: int = 0  # fsyncs in flight on this fd; it is closed only at zero
+    retired: bool = False
+
+
+class SegmentLog:
+    """Append-only log of event records split into size-bounded segment files.
+
+    Use: construct, iterate :meth:`recover` to the end (it yields every retained record in
+    revision order and leaves the log ready to append), then :meth:`append`.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        segment_size: int,
+        fsync: str,
+        fsync_interval_ms: int,
+        io: DiskIO | None = None,
+    ) -> None:
+        self.directory = directory
+        self.segment_size = segment_size
+        self.fsync_mode = fsync
+        self.fsync_interval = fsync_interval_ms / 1000.0
+        self.io = io or DiskIO()
+        self.recovery_notes: list[str] = []
+        # trigger cursors found in batch records: name -> (cursor, revision of the record)
+        self.recovered_cursors: dict[str, tuple[int, int]] = {}
+        self.head_revision = 0
+        self._active: _Segment | None = None
+        self._io_lock = threading.Lock()  # order: store write lock -> _io_lock -> _sync_cond
+        self._sync_cond = threading.Condition(threading.Lock())
+        self._syncing = False
+        self._written = 0  # highest revision handed to the OS
+        self._durable = 0  # highest revision known fsynced
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+
+    # ---- recovery -------------------------------------------------------------------
+
+    def _segment_files(self) -> list[tuple[int, str]]:
+        found = []
+        for name in self.io.listdir(self.directory):
+            match = SEGMENT_NAME_RE.match(name)
+            if match:
+                found.append((int(match.group(1)), os.path.join(self.directory, name)))
+        return sorted(found)
+
+    def _note(self, text: str) -> None:
+        self.recovery_notes.append(text)
+        log.warning("evstate recovery: %s", text)
+
+    def recover(self, after: int = 0) -> Iterator[EventRecord]:
+        """Yield every record with a revision above ``after``, oldest first.
+
+        ``after`` is the revision a snapshot already holds; segments wholly at or below it
+        are not read. A torn tail of the newest segment is repaired.
+
+        Raises:
+            CorruptionError: damage that is not a torn tail (names file and offset), or a
+                log that does not reach back to ``after + 1``.
+            StorageError: the directory could not be read, repaired or made durable.
+        """
+        try:
+            yield from self._recover(after)
+        except OSError as exc:
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"could not recover the log in {self.directory}: {exc}") from exc
+
+    def _recover(self, after: int) -> Iterator[EventRecord]:
+        files = self._segment_files()
+        expected: int | None = None
+        last_index = len(files) - 1
+        if files and files[0][0] > after + 1:
+            raise CorruptionError(
+                f"the log starts at revision {files[0][0]}, but the state it continues "
+                f"(a snapshot or the empty store) is at revision {after}",
+                path=files[0][1],
+                offset=0,
+            )
+        for index, (name_revision, path) in enumerate(files):
+            is_last = index == last_index
+            if not is_last and files[index + 1][0] - 1 <= after:
+                continue  # wholly covered by the snapshot
+            if expected is None and name_revision <= after:
+                expected = name_revision
+            data = self.io.read_file(path)
+            header_zero = data.count(0, 0, HEADER_SIZE) == min(len(data), HEADER_SIZE)
+            if len(data) < HEADER_SIZE or header_zero:
+                unfinished = len(data) < HEADER_SIZE or data.count(0) == len(data)
+                if not (is_last and unfinished):
+                    raise CorruptionError("segment header missing or zero", path=path, offset=0)
+                # A segment created by a crashed roll: its header never reached the disk.
+                self._note(f"removed unfinished segment {path} ({len(data)} bytes)")
+                self.io.remove(path)
+                self.io.fsync_dir(self.directory)
+                files = files[:-1]
+                if expected is None:
+                    self.head_revision = max(name_revision - 1, after)
+                break
+            try:
+                first = decode_header(data)
+            except ValueError as exc:
+                raise CorruptionError(f"bad segment header: {exc}", path=path, offset=0) from None
+            if first != name_revision:
+                raise CorruptionError(
+                    f"segment header says first revision {first}, name says {name_revision}",
+                    path=path,
+                    offset=0,
+                )
+            if expected is not None and first != expected:
+                raise CorruptionError(
+                    f"revision gap: expected segment to start at {expected}, found {first}",
+                    path=path,
+                    offset=0,
+                )
+            expected = first
+            scan = scan_segment(data)
+            for offset, payload in scan.records:
+                try:
+                    entry = decode_entry(payload)
+                except RecordDecodeError as exc:
+                    raise CorruptionError(str(exc), path=path, offset=offset) from None
+                if not entry.records:  # a checksummed batch of nothing: no writer makes one
+                    raise CorruptionError("empty batch record", path=path, offset=offset)
+                for record in entry.records:
+                    if record.revision != expected:
+                        raise CorruptionError(
+                            f"revision {record.revision} where {expected} was expected",
+                            path=path,
+                            offset=offset,
+                        )
+                    expected += 1
+                    if record.revision > after:
+                        yield record
+                if entry.cursor is not None and entry.records[-1].revision > after:
+                    name, cursor = entry.cursor
+                    source = entry.records[-1].revision
+                    if cursor >= self.recovered_cursors.get(name, (-1, 0))[0]:
+                        self.recovered_cursors[name] = (cursor, source)
+            if scan.bad_offset is not None:
+                if scan.corrupt or not is_last:
+                    raise CorruptionError(
+                        f"{scan.reason}, and valid data follows"
+                        if scan.corrupt
+                        else f"{scan.reason} in a closed segment",
+                        path=path,
+                        offset=scan.bad_offset,
+                    )
+                dropped = len(data) - scan.valid_end
+                self._note(
+                    f"truncated torn tail of {path}: dropped {dropped} bytes at offset "
+                    f"{scan.valid_end} ({scan.reason})"
+                )
+                self.io.truncate_path(path, scan.valid_end)
+            self.head_revision = expected - 1
+        if files:
+            first, path = files[-1]
+            size = os.path.getsize(path)
+            self._active = _Segment(path, first, self.io.open_append(path), size)
+            # A crashed writer's last records (and the newest segment's name) may still be
+            # only in the page cache: make them durable before anything reads, acknowledges
+            # after or delivers them (a power cut must not take back what was served).
+            self.io.fsync(self._active.fd)
+            self.io.fsync_dir(self.directory)
+        else:
+            self.head_revision = max(self.head_revision, after)
+            self._active = self._create_segment(self.head_revision + 1)
+        if self.head_revision < after:
+            raise CorruptionError(
+                f"the log ends at revision {self.head_revision}, before the snapshot's {after}",
+                path=self._active.path,
+            )
+        self._written = self._durable = self.head_revision
+        if self.fsync_mode == "interval":
+            self._syncer = threading.Thread(
+                target=self._sync_loop, name="evstate-fsync", daemon=True
+            )
+            self._syncer.start()
+
+    def _create_segment(self, first_revision: int) -> _Segment:
+        path = os.path.join(self.directory, segment_name(first_revision))
+        fd = self.io.create_exclusive(path)
+        try:
+            self.io.write_all(fd, encode_header(first_revision))
+        except OSError as exc:
+            # Nothing was fsynced (a full disk, say): remove the partial file so the next
+            # roll can start over. If that fails too, the OSError makes the caller fail.
+            self.io.close(fd)
+            self.io.remove(path)
+            raise StorageError(f"could not start log segment {path}: {exc}") from exc
+        try:
+            self.io.fsync(fd)
+            self.io.fsync_dir(self.directory)
+        except BaseException:
+            self.io.close(fd)
+            raise
+        return _Segment(path, first_revision, fd, HEADER_SIZE)
+
+    # ---- writing --------------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreFailedError` if an fsync failed earlier."""
+        if self._failed is not None:
+            raise StoreFailedError(
+                f"the store is read-only after a failed fsync ({self._failed}); "
+                "reopen it to recover from the log"
+            )
+
+    def append(self, payload: bytes, revision: int, last: int | None = None) -> tuple[int, int]:
+        """Write one record; it is in the OS (survives a process crash) on return.
+
+        Durability against power loss comes from :meth:`wait_durable` (``fsync: always``),
+        the background syncer (``interval``) or :meth:`flush`.
+
+        ``revision`` is the record's (first) revision; ``last`` its last one for a batch.
+        Returns ``(first revision of the segment written to, offset of the record)``.
+
+        Raises:
+            StorageError: the write failed; the file is cut back, nothing was appended.
+            StoreFailedError: an fsync failed earlier (or failed while rolling segments).
+        """
+        self.check_writable()
+        frame = frame_record(payload)
+        with self._io_lock:
+            seg = self._active
+            assert seg is not None, "recover() must run before append()"
+            if seg.size > HEADER_SIZE and seg.size + len(frame) > self.segment_size:
+                seg = self._roll(revision)
+            try:
+                self.io.write_all(seg.fd, frame)
+            except OSError as exc:
+                self._undo_partial_write(seg, exc)
+                raise StorageError(f"could not append to {seg.path}: {exc}") from exc
+            offset = seg.size
+            seg.size += len(frame)
+            self._written = revision if last is None else last
+            self.head_revision = self._written
+            return seg.first_revision, offset
+
+    def _undo_partial_write(self, seg: _Segment, exc: OSError) -> None:
+        try:
+            self.io.truncate(seg.fd, seg.size)
+        except OSError as cut_exc:
+            # The tail may now hold a partial record: refuse writes until reopen, where
+            # recovery treats it as a torn tail.
+            self._fail(cut_exc)
+
+    def _roll(self, revision: int) -> _Segment:
+        """Seal the active segment (fsynced) and start a new one at ``revision``."""
+        old = self._active
+        assert old is not None
+        try:
+            self.io.failpoint("segment_roll")
+            self.io.fsync(old.fd)
+            new = self._create_segment(revision)
+        except StorageError:
+            raise  # the new segment could not be written; the old one is still active
+        except OSError as exc:
+            self._fail(exc)
+            raise StoreFailedError(f"could not roll the log segment: {exc}") from exc
+        with self._sync_cond:
+            self._durable = max(self._durable, self._written)
+            self._sync_cond.notify_all()
+        old.retired = True
+        if old.pins == 0:
+            self.io.close(old.fd)
+        self._active = new
+        return new
+
+    def roll_now(self) -> None:
+        """Seal the active segment if it holds records, so the next record starts a new one.
+
+        Called under the store's write lock when a snapshot is taken: the snapshot's
+        revision is then the last record of a sealed segment. Raises StoreFailedError (the
+        old segment's fsync failed), or StorageError (the new segment could not be written).
+        """
+        self.check_writable()
+        with self._io_lock:
+            seg = self._active
+            if seg is not None and seg.size > HEADER_SIZE:
+                self._roll(self._written + 1)
+
+    def segments(self) -> list[tuple[int, str]]:
+        """``(first_revision, path)`` of every segment file, oldest first."""
+        return self._segment_files()
+
+    @property
+    def active_segment(self) -> tuple[int, str]:
+        """``(first_revision, path)`` of the segment being appended to."""
+        seg = self._active
+        assert seg is not None
+        return seg.first_revision, seg.path
+
+    def delete_segments_through(self, revision: int) -> list[str]:
+        """Delete sealed segments whose records are all at or below ``revision``.
+
+        Never deletes the active segment. The deletions are made durable (directory
+        fsync) before returning. Returns the deleted paths.
+        """
+        files = self._segment_files()
+        active = self._active.path if self._active else None
+        doomed = [
+            path
+            for (_first, path), (next_first, _) in itertools.pairwise(files)
+            if next_first - 1 <= revision and path != active
+        ]
+        for path in doomed:
+            self.io.remove(path)
+        if doomed:
+            self.io.fsync_dir(self.directory)
+        return doomed
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._sync_cond:
+            if self._failed is None:
+                self._failed = exc
+                log.error("evstate: fsync failed, the store is now read-only: %s", exc)
+            self._sync_cond.notify_all()
+
+    # ---- durability -----------------------------------------------------------------
+
+    def wait_durable(self, revision: int) -> None:
+        """Return once ``revision`` is fsynced, syncing it (and others) if needed.
+
+        Raises:
+            StoreFailedError: the fsync failed; the write is not acknowledged.
+        """
+        cond = self._sync_cond
+        with cond:
+            while True:
+                if self._durable >= revision:
+                    return
+                if self._failed is not None:
+                    self.check_writable()
+                if not self._syncing:
+                    self._syncing = True
+                    break
+                cond.wait()
+        self._sync_now()
+        with cond:
+            if self._durable < revision:
+                self.check_writable()
+
+    def _sync_now(self) -> None:
+        """Leader: fsync everything written so far. Caller has claimed ``_syncing``."""
+        seg: _Segment | None = None
+        error: OSError | None = None
+        try:
+            with self._io_lock:
+                seg = self._active
+                target = self._written
+                if seg is not None:
+                    seg.pins += 1
+            if seg is not None:
+                try:
+                    self.io.fsync(seg.fd)
+                except OSError as exc:
+                    error = exc
+        finally:
+            if seg is not None:
+                with self._io_lock:
+                    seg.pins -= 1
+                    if seg.retired and seg.pins == 0:
+                        self.io.close(seg.fd)
+            with self._sync_cond:
+                self._syncing = False
+                if error is None and seg is not None:
+                    self._durable = max(self._durable, target)
+                self._sync_cond.notify_all()
+        if error is not None:
+            self._fail(error)
+
+    def flush(self) -> None:
+        """Make every record appended so far durable now (any fsync mode).
+
+        Raises:
+            StoreFailedError: the fsync failed.
+        """
+        self.wait_durable(self._written)
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.fsync_interval):
+            if self._written > self._durable and self._failed is None:
+                try:
+                    self.wait_durable(self._written)
+                except StoreFailedError:
+                    return
+
+    @property
+    def durable_revision(self) -> int:
+        """The highest revision known to be on stable storage."""
+        return self._durable
+
+    def close(self) -> None:
+        """Flush, stop the syncer and close the files. Idempotent.
+
+        Raises:
+            StoreFailedError: the final fsync failed (the files are closed anyway).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._syncer is not None:
+            self._syncer.join()
+        try:
+            if self._failed is None and self._active is not None:
+                self.flush()
+        finally:
+            seg = self._active
+            if seg is not None:
+                self.io.close(seg.fd)
+                self._active = None

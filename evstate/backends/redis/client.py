@@ -1,0 +1,245 @@
+"""The redis adapter's connection: error mapping, bounded retries, scripts, value codec.
+
+Every Redis call of the adapter goes through :meth:`Backend.run`, which turns redis-py's
+exceptions into evstate's: an unreachable, restarting or read-only Redis raises
+:class:`BackendUnavailableError` (a :class:`~evstate.errors.StorageError`) once a few quick
+attempts have failed; any other Redis failure raises ``StorageError``. Retrying is safe
+because every write carries a request id that the commit script remembers
+(:data:`~evstate.backends.redis.scripts.REQUEST_TTL_MS`): a write whose first attempt did reach Redis
+is recognised and not applied twice. redis-py reconnects on the next call by itself, so a
+store outlives any outage.
+
+Values are stored as compact JSON text (UTF-8), as the iii engine's redis adapter does.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from evstate.errors import BackendUnavailableError, CorruptionError, StorageError
+from evstate.backends.redis.scripts import (
+    BISECT,
+    COMMIT,
+    DELETE_TRIGGER,
+    FETCH,
+    INIT,
+    LEASE,
+    LIVE_STATE,
+    LOCK,
+    PUT,
+    REGISTER,
+    REPLAY,
+    TRIM,
+)
+
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "LogEntry",
+    "decode_name",
+    "dump_value",
+    "load_value",
+    "parse_entry",
+    "redact_url",
+]
+
+T = TypeVar("T")
+
+_SCRIPTS = {
+    "init": INIT,
+    "commit": COMMIT,
+    "put": PUT,
+    "fetch": FETCH,
+    "lease": LEASE,
+    "register": REGISTER,
+    "replay": REPLAY,
+    "delete_trigger": DELETE_TRIGGER,
+    "trim": TRIM,
+    "bisect": BISECT,
+    "live_state": LIVE_STATE,
+    "lock": LOCK,
+}
+_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_TRANSIENT_REPLIES = ("READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def dump_value(value: Any) -> bytes:
+    """Compact JSON text of a validated value (what iii's redis adapter stores)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def load_value(raw: bytes, where: str = "") -> Any:
+    """Decode stored JSON text into a fresh object.
+
+    Raises:
+        CorruptionError: the text is not JSON (something else wrote the field).
+    """
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise CorruptionError(f"{where or 'a stored value'} is not JSON text: {exc}") from None
+
+
+def decode_name(raw: bytes) -> str:
+    """A scope, key or trigger name as Redis returns it."""
+    return raw.decode("utf-8", "surrogatepass")
+
+
+class LogEntry(NamedTuple):
+    """One stream entry of ``evstate:log``: values as stored JSON text (``None``: absent)."""
+
+    revision: int
+    timestamp: int
+    event_type: str  # "created", "updated", "deleted"
+    scope: str
+    key: str
+    old: bytes | None
+    new: bytes | None
+    entry_id: bytes
+
+
+def parse_entry(entry_id: bytes, fields: Any) -> LogEntry:
+    """Parse a stream entry (redis-py's dict form or a script's flat list form).
+
+    Raises:
+        CorruptionError: the entry does not have the evstate shape.
+    """
+    if not isinstance(fields, dict):
+        flat = list(fields)
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    try:
+        revision = int(entry_id.split(b"-", 1)[0])
+        event_type = fields[b"type"].decode()
+        if event_type not in ("created", "updated", "deleted"):
+            raise ValueError(f"unknown event type {event_type!r}")
+        return LogEntry(
+            revision,
+            int(fields[b"ts"]),
+            event_type,
+            decode_name(fields[b"scope"]),
+            decode_name(fields[b"key"]),
+            fields.get(b"old"),
+            fields.get(b"new"),
+            entry_id,
+        )
+    except (KeyError, ValueError, AttributeError) as exc:
+        raise CorruptionError(f"stream entry {entry_id!r} is malformed: {exc}") from None
+
+
+class Backend:
+    """One connection pool to Redis, with evstate's error mapping and retry policy.
+
+    ``attempts`` quick attempts (50 ms, 100 ms, ... apart) are made before an outage is
+    reported; connecting waits at most ``connect_timeout`` seconds per attempt, a reply at
+    most ``socket_timeout`` seconds (``?socket_timeout=`` and ``?socket_connect_timeout=`` in
+    the URL override them).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 2.0,
+        socket_timeout: float = 10.0,
+        attempts: int = 3,
+    ) -> None:
+        self.url = url
+        self.safe_url = redact_url(url)
+        self.attempts = attempts
+        try:
+            # Typed Any: redis-py types replies as bytes | str unions; decode_responses is off.
+            self.client: Any = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=socket_timeout,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=30,
+            )
+        except ValueError as exc:
+            raise StorageError(f"bad redis_url {self.safe_url}: {exc}") from None
+        self._scripts = {name: self.client.register_script(src) for name, src in _SCRIPTS.items()}
+        self._closed = threading.Event()
+
+    def new_client(self, *, socket_timeout: float) -> redis.Redis:
+        """A separate client (own pool) for blocking reads, with the same URL."""
+        return redis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=2.0,
+            socket_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    def unavailable(self, what: str, exc: BaseException) -> BackendUnavailableError:
+        """The error to raise when ``what`` failed because Redis is unreachable."""
+        return BackendUnavailableError(
+            f"Redis at {self.safe_url} is unavailable ({what}): {type(exc).__name__}: {exc}"
+        )
+
+    def run(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Call ``fn(client)``, retrying briefly while Redis is unreachable.
+
+        Only pass idempotent calls (every evstate write is, through its request id).
+
+        Raises:
+            BackendUnavailableError: Redis stayed unreachable, loading or read-only.
+            StorageError: Redis answered with another error.
+        """
+        last: BaseException | None = None
+        for attempt in range(self.attempts):
+            if attempt and self._closed.wait(0.05 * 2 ** (attempt - 1)):
+                break
+            try:
+                return fn(self.client)
+            except _UNAVAILABLE as exc:
+                last = exc
+            except redis.exceptions.ResponseError as exc:
+                if str(exc).startswith(_TRANSIENT_REPLIES):
+                    last = exc
+                    continue
+                raise StorageError(f"Redis at {self.safe_url} refused {what}: {exc}") from exc
+            except redis.exceptions.RedisError as exc:
+                raise StorageError(f"Redis at {self.safe_url} failed {what}: {exc}") from exc
+        assert last is not None or self._closed.is_set()
+        raise self.unavailable(what, last or ConnectionError("closed"))
+
+    def script(self, name: str, keys: Sequence[Any], args: Sequence[Any], what: str = "") -> Any:
+        """Run script ``name`` (EVALSHA, loading it again after a Redis restart)."""
+        script = self._scripts[name]
+        return self.run(what or name, lambda c: script(keys=keys, args=args, client=c))
+
+    def close(self) -> None:
+        """Stop retrying and close every pooled connection."""
+        self._closed.set()
+        self.client.close()
+
+
+def new_request_id() -> str:
+    """A unique id for one write (retries of that write reuse it)."""
+    return uuid.uuid4().hex
+
+
+def sleep_jitter(attempt: int) -> None:
+    """Back off after a compare-and-set conflict (attempt 1, 2, ...): up to ~5 ms."""
+    time.sleep(min(0.005, 0.0002 * attempt) * (0.5 + (uuid.uuid4().int % 1000) / 1000))

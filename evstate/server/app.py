@@ -1,0 +1,324 @@
+"""``evstate serve``: an iii-compatible engine that the unmodified iii SDKs connect to.
+
+A WebSocket server speaking the iii engine's worker protocol (docs/protocol.md) over one
+evstate store: path ``/`` serves workers (evstate.server.conn), ``/otel`` accepts the
+SDKs' telemetry and discards it, anything else is refused with HTTP 404. With an auth
+token configured, a client without ``Authorization: Bearer <token>`` is refused with HTTP
+401 during the handshake, before any state is touched.
+
+Three ways in:
+
+- :func:`main`: the ``evstate serve`` command (opens the store, serves until SIGINT or
+  SIGTERM, closes the store, returns the exit status);
+- :class:`Server`: the asyncio server over a store you opened;
+- :class:`BackgroundServer`: a :class:`Server` on its own thread and event loop (tests,
+  benchmarks, embedding in a program that is not asyncio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
+
+import evstate
+from evstate.config import Config
+from evstate.errors import Error
+from evstate.server.conn import Connection, Hub
+from evstate.server.wire import WireConnection
+from evstate.backends.file.store import Store
+
+__all__ = ["AUTH_TOKEN_ENV", "BackgroundServer", "Server", "main"]
+
+log = logging.getLogger("evstate.server.app")
+
+AUTH_TOKEN_ENV = "EVSTATE_AUTH_TOKEN"
+"""Environment variable holding the bearer token when the config sets none."""
+
+SHUTDOWN_GRACE = 10.0  # seconds in-flight calls get to finish at shutdown
+
+
+def resolve_auth_token(config: Config) -> str | None:
+    """The token clients must present: ``server_auth_token``, else ``$EVSTATE_AUTH_TOKEN``."""
+    return config.server_auth_token or os.environ.get(AUTH_TOKEN_ENV) or None
+
+
+class Server:
+    """The engine over ``store``; run it on an asyncio loop with :meth:`start` / :meth:`stop`.
+
+    ``host`` and ``port`` default to the config's ``server_host`` / ``server_port``
+    (port 0 picks a free port: read :attr:`port` after :meth:`start`). ``auth_token``
+    defaults to :func:`resolve_auth_token`. The store stays yours: :meth:`stop` does not
+    close it.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        auth_token: str | None = None,
+    ) -> None:
+        self.store = store
+        self.config = store.config
+        self.host = host if host is not None else self.config.server_host
+        self._port = port if port is not None else self.config.server_port
+        self.auth_token = auth_token if auth_token is not None else resolve_auth_token(self.config)
+        self._ws_server: WsServer | None = None
+        self._hub: Hub | None = None
+
+    @property
+    def hub(self) -> Hub:
+        """The shared connection state (available once started)."""
+        if self._hub is None:
+            raise RuntimeError("the server is not started")
+        return self._hub
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when 0 was asked for)."""
+        if self._ws_server is not None:
+            for sock in self._ws_server.sockets:
+                return int(sock.getsockname()[1])
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` for clients (the SDKs' ``III_URL``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and start accepting connections.
+
+        Raises:
+            OSError: the address cannot be bound (in use, not permitted).
+        """
+        loop = asyncio.get_running_loop()
+        self._hub = Hub(self.store, self.store, self.config, loop)
+        self._ws_server = await serve(
+            self._handle,
+            self.host,
+            self._port,
+            process_request=self._check_request,
+            max_size=self.config.server_max_message_bytes,
+            # The SDKs offer permessage-deflate; the engine does not use it, and it costs
+            # more CPU than it saves on loopback.
+            compression=None,
+            max_queue=64,
+            create_connection=WireConnection,
+        )
+        log.info("evstate serve: listening on %s", self.url)
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Shut down: stop accepting, let in-flight calls finish, close every connection.
+
+        In-flight calls get up to ``grace`` seconds; then every worker trigger is
+        unregistered and every invocation still waiting on a worker fails.
+        """
+        server = self._ws_server
+        if server is None or self._hub is None:
+            return
+        server.close(close_connections=False)
+        await self._hub.shutdown(grace)
+        await server.wait_closed()
+        await asyncio.get_running_loop().run_in_executor(None, self._hub.router.shutdown_pool)
+        self._ws_server = None
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path not in ("/", "/otel"):
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        token = self.auth_token
+        if token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                log.warning(
+                    "evstate serve: refused a client from %s: missing or wrong bearer token",
+                    connection.remote_address,
+                )
+                response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="evstate"'
+                return response
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, WireConnection)
+        if urlsplit(ws.request.path if ws.request else "/").path == "/otel":
+            # Telemetry (OTLP spans, logs, metrics): accepted so the SDK stops retrying,
+            # and discarded.
+            ws.start(lambda message: None)
+            await ws.wait_closed()
+            return
+        await Connection(self.hub, ws).run()
+
+
+class BackgroundServer:
+    """A :class:`Server` running on its own thread and event loop.
+
+    ``start()`` returns once it listens (or raises what binding raised); ``stop()``
+    shuts it down and joins the thread. The store is not closed. Usable as a context
+    manager.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        auth_token: str | None = None,
+    ) -> None:
+        self.server = Server(store, host=host, port=port, auth_token=auth_token)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._grace = SHUTDOWN_GRACE
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` of the running server."""
+        return self.server.url
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The server's event loop (for tests that inspect its state)."""
+        assert self._loop is not None
+        return self._loop
+
+    def start(self) -> BackgroundServer:
+        """Start the thread and wait until the server listens.
+
+        Raises:
+            OSError: binding failed.
+        """
+        self._thread = threading.Thread(target=self._run, name="evstate-serve", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Shut the server down (see :meth:`Server.stop`) and join its thread."""
+        if self._loop is None or self._thread is None or self._stopped is None:
+            return
+        stopped = self._stopped
+        self._grace = grace
+        with contextlib.suppress(RuntimeError):  # the loop already ended
+            self._loop.call_soon_threadsafe(lambda: stopped.set())
+        self._thread.join()
+        self._thread = None
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stopped = asyncio.Event()
+        try:
+            await self.server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stopped.wait()
+        await self.server.stop(self._grace)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+async def _serve_until_signal(server: Server) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.info("evstate serve: already shutting down")
+        stop.set()
+
+    await server.start()  # logs "evstate serve: listening on ws://HOST:PORT"
+    # Installed until the server has stopped: a second signal during the shutdown must
+    # not kill the process halfway through it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await stop.wait()
+        log.info("evstate serve: shutting down")
+        await server.stop()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM (main thread only): nothing may interrupt the final close."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(config_path: str | None = None, host: str | None = None, port: int | None = None) -> int:
+    """Run ``evstate serve``: serve the store until SIGINT/SIGTERM; returns the exit status.
+
+    The store is the one ``config_path`` describes, else a file store in ``./data``;
+    ``host`` and ``port`` override the config's ``server_host`` / ``server_port``. On a
+    signal it stops accepting, lets in-flight calls finish, closes the store (every
+    acknowledged write durable) and returns 0. A store or address problem prints one line
+    and returns 1.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        store = evstate.open(config=config_path) if config_path else evstate.open("./data")
+    except Error as exc:
+        print(f"evstate serve: {exc.message}", file=sys.stderr)
+        return 1
+    code = 0
+    try:
+        asyncio.run(_serve_until_signal(Server(store, host=host, port=port)))
+    except OSError as exc:
+        print(f"evstate serve: cannot listen: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
+        log.info("evstate serve: interrupted while starting")
+    finally:
+        try:
+            with _signals_ignored():
+                store.close()
+        except Error as exc:
+            print(f"evstate serve: closing the store failed: {exc.message}", file=sys.stderr)
+            code = 1
+    return code
