@@ -45,7 +45,7 @@ from _benchlib import (
 
 import evstate
 from evstate.backends.file.diskio import DiskIO
-from evstate.backends.file.snapshot import read_snapshot
+from evstate.backends.file.snapshot import SnapshotInfo, read_snapshot
 
 LOG_EVENTS = int(os.environ.get("EVSTATE_BENCH_EVENTS", "1000000"))
 MS = 1000.0
@@ -113,7 +113,7 @@ def test_reopen_snapshot_and_tail(benchmark: Any, figures: Figures, snap_store: 
     def decode_round() -> None:
         gc.collect()
         t0 = time.perf_counter()
-        snap = read_snapshot(snap_store.snapshot, io)
+        snap = read_snapshot(SnapshotInfo(snap_store.snapshot_revision, snap_store.snapshot), io)
         decode_times.append(time.perf_counter() - t0)
         assert snap.revision == snap_store.snapshot_revision
 
@@ -344,7 +344,7 @@ def test_at_middle(
     def decode_round() -> None:
         gc.collect()
         t0 = time.perf_counter()
-        read_snapshot(snap_path, io)
+        read_snapshot(SnapshotInfo(base_rev, snap_path), io)
         decode_times.append(time.perf_counter() - t0)
 
     try:

@@ -29,8 +29,8 @@ import cbor2
 from _benchlib import NO_SNAPSHOTS_MS, SCOPE, frame, key_name, raw_replay, typical_value
 
 import evstate
-from evstate.events import EventRecord, encode_record
 from evstate.backends.file.segment import frame_record
+from evstate.events import EventRecord, encode_record
 from evstate.values import decode_value, encode_value, validate_value
 
 

@@ -17,7 +17,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from evstate.backends.file.store import FileStore
+from evstate.backends.follower.follower import Follower, follow
+from evstate.backends.memory.store import MemoryStore
 from evstate.config import Config, load_config
+from evstate.core.store import Store
+from evstate.core.triggers.event import TriggerContext, TriggerEvent
+from evstate.core.triggers.manager import Trigger
+from evstate.core.view import StateView
 from evstate.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -35,11 +42,7 @@ from evstate.errors import (
     ValueTooLargeError,
 )
 from evstate.events import Event
-from evstate.backends.follower.follower import Follower, follow
 from evstate.ops import UpdateOp
-from evstate.backends.file.store import Store
-from evstate.core.triggers import Trigger, TriggerContext, TriggerEvent
-from evstate.core.view import StateView
 
 __version__ = "0.1.0"
 
@@ -116,4 +119,6 @@ def open(
         return RedisStore(cfg)  # type: ignore[return-value]  # the same API as Store
     if path is not None:
         cfg = cfg.replace(store_method="file_based", file_path=os.fspath(path))
-    return Store(cfg)
+    if cfg.store_method == "file_based":
+        return FileStore(cfg)
+    return MemoryStore(cfg)

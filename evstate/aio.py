@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import evstate
 from evstate.config import Config
-from evstate.backends.file.store import Store
+from evstate.core.store import Store
 
 __all__ = ["AsyncStore", "open"]
 

@@ -1,28 +1,43 @@
-"""Configuration: read, parse and validate ``config.yaml`` into a :class:`Config`.
+"""Configuration files: read, parse and validate ``config.yaml`` into a :class:`Config`.
 
 Three steps, each usable on its own: :func:`read_config_text` reads the file;
 :func:`parse_config_text` expands ``${VAR}`` / ``${VAR:default}`` and parses the YAML;
 :func:`validate_config` checks the result, collecting **every** problem, and builds the
-:class:`Config`. :func:`load_config` runs all three. :func:`config_from_options` and
-:meth:`Config.replace` apply the same rules to keyword options (``evstate.open(path, **options)``).
-Every failure is one :class:`~evstate.errors.ConfigError` whose ``problems`` read
-``"<source>: <location>: <text>"``. Keys, defaults and ranges: docs/config.md.
+:class:`Config`. :func:`load_config` runs all three. The fields and their rules:
+:mod:`evstate.config_schema`. Every failure is one :class:`~evstate.errors.ConfigError`
+whose ``problems`` read ``"<source>: <location>: <text>"``. Keys, defaults and ranges:
+docs/config.md.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
+from evstate.config_schema import (
+    ADAPTER_CHECKS,
+    KV_CHECKS,
+    NO_NOTES,
+    OPTION_CHECKS,
+    Check,
+    Config,
+    FsyncPolicy,
+    StoreMethod,
+    config_from_options,
+    got,
+    integer_in,
+    one_of,
+    retention_limits,
+    text_field,
+    unknown_key,
+)
 from evstate.errors import ConfigError
 
 __all__ = [
@@ -33,236 +48,9 @@ __all__ = [
     "load_config",
     "parse_config_text",
     "read_config_text",
+    "retention_limits",
     "validate_config",
 ]
-
-StoreMethod = Literal["file_based", "in_memory"]
-FsyncPolicy = Literal["always", "interval", "never"]
-
-_MIB = 1024 * 1024
-_NO_NOTES: Mapping[str, str] = MappingProxyType({})
-_Check = Callable[[object], "str | None"]  # None: the value is fine; else the problem text
-
-
-def _got(value: object) -> str:
-    """Describe a rejected value the way a YAML author sees it: ``got a string '10'``."""
-    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    if value is None:
-        return "got null"
-    if type(value) in kinds:
-        return f"got {kinds[type(value)]} {value!r}"
-    return "got a mapping" if isinstance(value, Mapping) else f"got a {type(value).__name__}"
-
-
-def _hint(word: object, choices: Any) -> str:
-    if not isinstance(word, str):
-        return ""
-    names = [str(c) for c in choices]
-    close = difflib.get_close_matches(word, names, n=1)
-    # A cut-short word ("file" for "file_based") is too short for difflib's ratio.
-    close = close or [n for n in names if len(word) > 1 and n.startswith(word)]
-    return f" (did you mean '{close[0]}'?)" if len(close) == 1 else ""
-
-
-def _unknown(
-    key: object, allowed: Any, what: str = "key", notes: Mapping[str, str] = _NO_NOTES
-) -> str:
-    if isinstance(key, str) and key in notes:
-        return f"unknown {what} here: {notes[key]}"
-    return f"unknown {what}" + (_hint(key, allowed) or f" (expected one of: {', '.join(allowed)})")
-
-
-def _unknown_option(name: str) -> _Check:
-    return lambda _value: _unknown(name, _OPTION_CHECKS, "option")
-
-
-def _enum(*choices: str) -> _Check:
-    def check(value: object) -> str | None:
-        if isinstance(value, str) and value in choices:
-            return None
-        shown = repr(value) if isinstance(value, str) else _got(value).removeprefix("got ")
-        return f"must be one of {', '.join(choices)}, got {shown}{_hint(value, choices)}"
-
-    return check
-
-
-def _integer(
-    low: int, high: int | None = None, *, nullable: bool = False, note: str = ""
-) -> _Check:
-    def check(value: object) -> str | None:
-        if value is None and nullable:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            return f"must be an integer, {_got(value)}"
-        if value < low or (high is not None and value > high):
-            bounds = f">= {low}" if high is None else f"between {low} and {high}"
-            return f"must be {bounds}, got {value}{note}"
-        return None
-
-    return check
-
-
-def _boolean(value: object) -> str | None:
-    return None if isinstance(value, bool) else f"must be true or false, {_got(value)}"
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, str) and value:
-        return None
-    return "must not be empty" if value == "" else f"must be a string, {_got(value)}"
-
-
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
-_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-DEFAULT_RETENTION: Mapping[str, Any] = MappingProxyType({"revisions": 1_000_000})
-
-
-def parse_duration_ms(text: object) -> int | None:
-    """``"7d"``, ``"12h"``, ``"30m"``, ``"90s"``, ``"500ms"`` in milliseconds; None if bad."""
-    match = _DURATION_RE.match(text) if isinstance(text, str) else None
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)] if match else None
-
-
-def retention_limits(value: object) -> tuple[int | None, int | None]:
-    """``(max revisions, max age in ms)`` of a validated ``retention`` value; None = no cap."""
-    if not isinstance(value, Mapping):
-        return None, None  # "forever"
-    return value.get("revisions"), parse_duration_ms(value.get("duration"))
-
-
-def _retention(value: object) -> str | None:
-    usage = "must be 'forever' or a mapping with 'revisions' (an integer) and/or 'duration' ('7d')"
-    if value == "forever":
-        return None
-    if not isinstance(value, Mapping) or not value:
-        return f"{usage}, {_got(value)}"
-    for key, item in value.items():
-        if key == "revisions":
-            if (text := _integer(1)(item)) is not None:
-                return f"revisions {text}"
-        elif key == "duration":
-            if parse_duration_ms(item) is None or parse_duration_ms(item) == 0:
-                return f"duration must look like 7d, 12h, 30m, 90s or 500ms, {_got(item)}"
-        else:
-            return f"unknown retention key {key!r}: {usage}"
-    return None
-
-
-# The keyword options of evstate.open(), which are also the leaves a config file can set.
-_OPTION_CHECKS: dict[str, _Check] = {
-    "store_method": _enum("file_based", "in_memory"),
-    "file_path": _text,
-    "fsync": _enum("always", "interval", "never"),
-    "fsync_interval_ms": _integer(1, 60_000),
-    "segment_size_bytes": _integer(4096, 1024 * _MIB),
-    "max_value_bytes": _integer(1, nullable=True, note=" (omit it or use null for no limit)"),
-    "save_interval_ms": _integer(100, 3_600_000),
-    "triggers_enabled": _boolean,
-    "retention": _retention,
-}
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-
-
-def _redis_url(value: object) -> str | None:
-    if (text := _text(value)) is not None:
-        return text
-    assert isinstance(value, str)
-    if value.startswith(_REDIS_SCHEMES):
-        return None
-    return f"must start with {', '.join(_REDIS_SCHEMES)}, got {value!r}"
-
-
-# Adapters this version opens, each with the checks of its `config` block. "bridge" is a known
-# name, refused for now. Adding one is an entry here: its checked block reaches the store as
-# Config.adapter_config, and Config.adapter accepts its name.
-_KV_CHECKS = {k: _OPTION_CHECKS[k] for k in ("store_method", "file_path", "save_interval_ms")}
-_REDIS_CHECKS: dict[str, _Check] = {"redis_url": _redis_url}
-_ADAPTER_CHECKS: dict[str, dict[str, _Check]] = {"kv": _KV_CHECKS, "redis": _REDIS_CHECKS}
-_FIELD_CHECKS: dict[str, _Check] = {
-    **_OPTION_CHECKS,
-    "adapter": _enum(*_ADAPTER_CHECKS),
-    "adapter_config": lambda v: None if isinstance(v, Mapping) else f"must be a mapping, {_got(v)}",
-    "kv_server": _boolean,
-    "server_host": _text,
-    "server_port": _integer(1, 65535),
-    "server_auth_token": lambda v: None if v is None else _text(v),
-    "server_max_message_bytes": _integer(1024, 1 << 31),
-    "redis_url": _redis_url,
-    "source": lambda v: None if v is None else _text(v),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """A validated evstate configuration: construction checks every field (``ConfigError``).
-
-    ``file_path`` is a directory, kept as written (a relative one is resolved against the working
-    directory by the opener). ``adapter_config`` is the adapter's ``config`` block as written,
-    read-only; the typed fields are authoritative. Derive variants with :meth:`replace`.
-    """
-
-    store_method: StoreMethod = "file_based"
-    file_path: str = "./data"
-    save_interval_ms: int = 5000
-    max_value_bytes: int | None = None
-    triggers_enabled: bool = True
-    fsync: FsyncPolicy = "always"
-    fsync_interval_ms: int = 200
-    segment_size_bytes: int = 64 * _MIB
-    retention: str | Mapping[str, Any] = field(
-        default_factory=lambda: DEFAULT_RETENTION, hash=False
-    )
-    adapter: str = "kv"
-    adapter_config: Mapping[str, Any] = field(
-        default_factory=lambda: MappingProxyType({}), hash=False
-    )
-    kv_server: bool = False
-    server_host: str = "127.0.0.1"
-    server_port: int = 49134
-    server_auth_token: str | None = field(default=None, repr=False)
-    server_max_message_bytes: int = 64 * _MIB
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    source: str | None = None
-
-    def __post_init__(self) -> None:
-        problems = [
-            f"Config.{name}: {text}"
-            for name, check in _FIELD_CHECKS.items()
-            if (text := check(getattr(self, name))) is not None
-        ]
-        if problems:
-            raise ConfigError(problems)
-
-    def replace(self, **options: Any) -> Config:
-        """Return a copy with ``options`` applied (names and rules of :func:`config_from_options`).
-
-        Raises:
-            ConfigError: listing every unknown option and every invalid value.
-        """
-        clean = dict(options)
-        if isinstance(clean.get("file_path"), os.PathLike):
-            clean["file_path"] = os.fspath(clean["file_path"])
-        problems = [
-            f"<options>: {name}: {text}"
-            for name, value in clean.items()
-            if (text := _OPTION_CHECKS.get(name, _unknown_option(name))(value)) is not None
-        ]
-        if problems:
-            raise ConfigError(problems)
-        return dataclasses.replace(self, **clean)
-
-
-def config_from_options(**options: Any) -> Config:
-    """Return the default :class:`Config` with keyword ``options`` applied (``evstate.open``).
-
-    Options: store_method, file_path (str or path-like), fsync, fsync_interval_ms,
-    segment_size_bytes, max_value_bytes, save_interval_ms, triggers_enabled, under the rules of
-    the config file. Unlike a file, no options at all means ``store_method="file_based"``.
-
-    Raises:
-        ConfigError: listing every unknown option and every invalid value.
-    """
-    return Config().replace(**options)
 
 
 # --------------------------------------------------------------------------- read and parse
@@ -343,7 +131,7 @@ def parse_config_text(
     except RecursionError:
         raise ConfigError([f"{source}: invalid YAML: nested too deeply"]) from None
     if data is not None and not isinstance(data, dict):
-        raise ConfigError([f"{source}: the top level must be a mapping, {_got(data)}"])
+        raise ConfigError([f"{source}: the top level must be a mapping, {got(data)}"])
     return data or {}
 
 
@@ -357,12 +145,12 @@ _ADAPTER_NAMES["modules"] = {
     "modules::state::adapters::KvStore": "kv",
     "modules::state::adapters::RedisAdapter": "redis",
 }
-_STATE_CHECKS = {k: c for k, c in _OPTION_CHECKS.items() if k not in ("store_method", "file_path")}
+_STATE_CHECKS = {k: c for k, c in OPTION_CHECKS.items() if k not in ("store_method", "file_path")}
 _MANAGER_CHECKS = {
-    "host": _text,
-    "port": _integer(1, 65535),
-    "auth_token": lambda v: None if v is None else _text(v),
-    "max_message_bytes": _integer(1024, 1 << 31),
+    "host": text_field,
+    "port": integer_in(1, 65535),
+    "auth_token": lambda v: None if v is None else text_field(v),
+    "max_message_bytes": integer_in(1024, 1 << 31),
 }
 # Precise messages for keys that are valid one level away, or unsafe to ignore.
 _STATE_NOTES = {k: f"{k} belongs in adapter.config" for k in ("store_method", "file_path")}
@@ -414,16 +202,16 @@ class _Report:
             return {}
         if isinstance(value, Mapping):
             return value
-        self.add(loc, f"must be a mapping, {_got(value)}")
+        self.add(loc, f"must be a mapping, {got(value)}")
         return None
 
     def leaves(
         self,
         block: Mapping[Any, Any],
         loc: str,
-        checks: Mapping[str, _Check],
+        checks: Mapping[str, Check],
         extra: tuple[str, ...] = (),
-        notes: Mapping[str, str] = _NO_NOTES,
+        notes: Mapping[str, str] = NO_NOTES,
     ) -> dict[str, Any]:
         """Report keys outside ``checks`` and ``extra``, and bad values; return the good leaves."""
         good = {}
@@ -432,7 +220,8 @@ class _Report:
             if check is None:
                 if key not in extra:
                     self.add(
-                        _at(loc, key), _unknown(key, dict.fromkeys([*checks, *extra]), notes=notes)
+                        _at(loc, key),
+                        unknown_key(key, dict.fromkeys([*checks, *extra]), notes=notes),
                     )
             elif (text := check(value)) is not None:
                 self.add(_at(loc, key), text)
@@ -448,7 +237,7 @@ class _Report:
         if value is None:
             self.add(loc, f"missing required key '{key}'")
         else:
-            self.add(_at(loc, key), f"must be a string, {_got(value)}")
+            self.add(_at(loc, key), f"must be a string, {got(value)}")
         return None
 
 
@@ -467,9 +256,9 @@ def validate_config(raw: Mapping[Any, Any], *, source: str = "<string>") -> Conf
             choice, unavailable adapter, duplicate block), each with its location.
     """
     if not isinstance(raw, Mapping):
-        raise ConfigError([f"{source}: the top level must be a mapping, {_got(raw)}"])
+        raise ConfigError([f"{source}: the top level must be a mapping, {got(raw)}"])
     report, found = _Report(source), _Found()
-    report.leaves(raw, "", {"registration_namespace_grace_ms": _integer(0)}, _TOP_LEVEL)
+    report.leaves(raw, "", {"registration_namespace_grace_ms": integer_in(0)}, _TOP_LEVEL)
     if "workers" in raw and "modules" in raw:
         report.add("modules", "cannot be combined with 'workers': use one form per file")
     else:
@@ -484,7 +273,7 @@ def validate_config(raw: Mapping[Any, Any], *, source: str = "<string>") -> Conf
 def _read_entries(report: _Report, found: _Found, form: str, value: object) -> None:
     id_key, known = ("name", _WORKERS) if form == "workers" else ("class", _MODULES)
     if value is not None and not isinstance(value, list):
-        report.add(form, f"must be a list, {_got(value)}")
+        report.add(form, f"must be a list, {got(value)}")
     first: dict[str, str] = {}
     for i, entry in enumerate(value if isinstance(value, list) else []):
         loc = f"{form}[{i}]"
@@ -507,7 +296,7 @@ def _read_entries(report: _Report, found: _Found, form: str, value: object) -> N
         elif ident == "iii-worker-manager":
             found.server = report.leaves(cfg, at, _MANAGER_CHECKS, notes=_MANAGER_NOTES)
         else:
-            found.kv_server = report.leaves(cfg, at, _KV_CHECKS, notes=_INNER_NOTES)
+            found.kv_server = report.leaves(cfg, at, KV_CHECKS, notes=_INNER_NOTES)
             found.kv_server_configured = block.get("config") is not None
 
 
@@ -522,15 +311,15 @@ def _read_adapter(
     ident = report.ident(block, loc, key)
     adapter = None if ident is None else names.get(ident)
     if ident is not None and adapter is None:
-        report.add(_at(loc, key), _enum(*names)(ident) or "")
-    elif adapter is not None and adapter not in _ADAPTER_CHECKS:
+        report.add(_at(loc, key), one_of(*names)(ident) or "")
+    elif adapter is not None and adapter not in ADAPTER_CHECKS:
         report.add(_at(loc, key), f"the {adapter} adapter is not available in this version")
         adapter = None
     cfg = report.mapping(block.get("config"), f"{loc}.config", null_ok=True)
     if adapter is not None and cfg is not None:
         found.adapter = adapter
         notes = _REDIS_NOTES if adapter == "redis" else _INNER_NOTES
-        found.inner = report.leaves(cfg, f"{loc}.config", _ADAPTER_CHECKS[adapter], notes=notes)
+        found.inner = report.leaves(cfg, f"{loc}.config", ADAPTER_CHECKS[adapter], notes=notes)
         found.adapter_config = cfg if block.get("config") is not None else None
 
 

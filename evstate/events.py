@@ -33,7 +33,6 @@ __all__ = [
     "RecordDecodeError",
     "LogEntry",
     "decode_entry",
-    "decode_record",
     "encode_batch",
     "encode_record",
     "event_dict",
@@ -187,18 +186,6 @@ def decode_entry(payload: bytes | memoryview) -> LogEntry:
             raise RecordDecodeError("batch record has a bad cursor")
         return LogEntry(records, (name, revision))
     raise RecordDecodeError("record payload is not an event or batch record")
-
-
-def decode_record(payload: bytes | memoryview) -> EventRecord:
-    """Decode a single-event record payload (kind 1).
-
-    Raises:
-        RecordDecodeError: the payload is not a well-formed event record.
-    """
-    entry = decode_entry(payload)
-    if len(entry.records) != 1 or entry.cursor is not None:
-        raise RecordDecodeError("record payload is not a single event record")
-    return entry.records[0]
 
 
 def _event_fields(item: list[object]) -> EventRecord:

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from evstate.backends.follower.follower import follow
+from evstate import follow
 
 
 class DomainCounts:

@@ -6,8 +6,12 @@ import itertools
 import re
 from pathlib import Path
 
+from evstate.backends.file.layout import FRAME
+from evstate.backends.file.layout import SEGMENT_HEADER as HEADER
+from evstate.backends.file.layout import SEGMENT_MAGIC as MAGIC
+from evstate.backends.file.layout import SEGMENT_VERSION as VERSION
+from evstate.backends.file.segment import encode_header
 from evstate.events import EventRecord, encode_record
-from evstate.backends.file.segment import FRAME, HEADER, MAGIC, VERSION, encode_header
 from evstate.values import encode_value
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "format.md").read_text()

@@ -7,7 +7,7 @@ The package is layered; a module may import only from its own layer or the layer
     root         evstate (__init__), evstate.aio, evstate.testing
     backends     evstate.backends.<name>.*   (file, memory, follower, redis)
     core         evstate.core.*
-    leaves       evstate.errors, values, config*, ops*, events
+    leaves       evstate.errors, values, config_schema, config, ops, ops_apply, events
 
 with these rules on top:
 
@@ -36,17 +36,17 @@ LAYERS = {"leaves": 0, "core": 1, "backends": 2, "root": 3, "interfaces": 4}
 LEAF_RANKS = {
     "errors": 0,
     "values": 1,
-    "config": 2,
-    "config_env": 1,
+    "config_schema": 2,
+    "config": 3,
     "ops": 2,
-    "ops_paths": 1,
+    "ops_apply": 3,
     "events": 2,
 }
 
 # (importing backend, imported module prefix) -> why it is allowed.
 BACKEND_EXCEPTIONS = {
     ("follower", "backends.file"): "a follower reads the file store's directory and format",
-    ("memory", "backends.file.store"): "the memory store is the file store without a disk",
+    ("memory", "backends.file.restore"): "restore_to() writes a file store directory",
     ("redis", "backends.file.restore"): "restore_to() writes a file store directory",
 }
 
@@ -125,7 +125,7 @@ def _backend(module: str) -> str | None:
 
 def check_import(module: str, target: str) -> str | None:
     """Why ``module`` may not import ``target``, or None when it may."""
-    if target == module or module.startswith(target + ".") and target != "__init__":
+    if target == module or (module.startswith(target + ".") and target != "__init__"):
         return None  # a package's own modules and its __init__
     mine, theirs = layer(module), layer(target)
     if LAYERS[theirs] > LAYERS[mine]:

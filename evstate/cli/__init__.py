@@ -1,1 +1,1 @@
-"""TODO."""
+"""The ``evstate`` command line (docs/cli.md): one module per command group."""

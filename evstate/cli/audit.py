@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from evstate import Follower
 from evstate.cli.common import (
-    Progress,
+    ProgressBar,
     add_store_options,
     format_ms,
     open_follower,
@@ -26,9 +27,13 @@ from evstate.cli.common import (
 )
 from evstate.errors import HistoryCompactedError
 from evstate.events import Event
-from evstate.backends.follower.follower import Follower
 
-__all__ = ["format_table", "register"]
+__all__ = [
+    "NO_LOCK",
+    "TIMES",
+    "format_table",
+    "register",
+]
 
 NO_LOCK = "Reads without the writer lock (works while another process owns the store)."
 TIMES = (
@@ -127,7 +132,7 @@ def _tail(args: argparse.Namespace) -> int:
                 except HistoryCompactedError as exc:  # fewer events are retained than asked
                     recent = list(follower.events(exc.horizon, head))
             else:
-                with Progress("reading the log") as bar:
+                with ProgressBar("reading the log") as bar:
                     recent = collections.deque(
                         follower.events(None, head, scope=args.scope, key=args.key, progress=bar),
                         maxlen=args.lines,

@@ -4,7 +4,7 @@ Conventions every command follows (docs/cli.md):
 
 - The store is ``--dir DIR`` or the directory a ``--config FILE`` names (``--dir`` wins),
   default ``./data``. Commands that only read open it as a *follower*
-  (:mod:`evstate.backends.follower.follower`): they never create the directory, never take the writer lock,
+  (:func:`evstate.follow`): they never create the directory, never take the writer lock,
   and work while another process (``evstate serve``, a service) owns it. Commands that write
   open a :class:`~evstate.Store`, which needs the writer lock.
 - A mistake the user can fix (bad JSON, a bad time, a missing directory, a locked store)
@@ -26,11 +26,12 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import evstate
+from evstate import Follower, follow
 from evstate.errors import StoreLockedError
-from evstate.backends.follower.follower import Follower, follow
 
 __all__ = [
-    "Progress",
+    "DEFAULT_DIR",
+    "ProgressBar",
     "UsageError",
     "add_store_options",
     "format_ms",
@@ -88,7 +89,7 @@ def open_follower(args: argparse.Namespace, *, live: bool = False, label: str = 
     Raises:
         StorageError: the directory does not exist (it is never created here).
     """
-    with Progress(label or "loading the log") as bar:
+    with ProgressBar(label or "loading the log") as bar:
         return follow(store_dir(args), live=live, progress=bar)
 
 
@@ -101,7 +102,7 @@ def open_writer(args: argparse.Namespace, **options: Any) -> evstate.Store:
     directory = store_dir(args)
     config = getattr(args, "config", None)
     try:
-        with Progress("opening the store"):
+        with ProgressBar("opening the store"):
             if config:
                 return evstate.open(directory, config=config, **options)
             return evstate.open(directory, **options)
@@ -175,7 +176,7 @@ def format_ms(ms: int | None) -> str:
 # ---- progress ---------------------------------------------------------------------------------
 
 
-class Progress:
+class ProgressBar:
     """A one-line progress bar on stderr, drawn only when stderr is a terminal.
 
     Use as a context manager; call it as ``bar(done, total)`` (cheap: a background thread
@@ -239,7 +240,7 @@ class Progress:
             if self._stop.wait(0.2):
                 return
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> ProgressBar:
         if self.enabled:
             self._thread = threading.Thread(target=self._loop, name="evstate-progress", daemon=True)
             self._thread.start()

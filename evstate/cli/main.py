@@ -21,7 +21,11 @@ import evstate
 from evstate.cli.common import UsageError
 from evstate.errors import ConfigError, Error
 
-__all__ = ["build_parser", "main"]
+__all__ = [
+    "EPILOG",
+    "build_parser",
+    "main",
+]
 
 EPILOG = """\
 Read commands (get, list, groups, log, tail, history, at, restore, verify, stats, and

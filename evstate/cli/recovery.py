@@ -11,8 +11,9 @@ import argparse
 import os
 from typing import Any
 
+from evstate import follow
 from evstate.cli.common import (
-    Progress,
+    ProgressBar,
     UsageError,
     add_store_options,
     format_ms,
@@ -23,9 +24,13 @@ from evstate.cli.common import (
     print_json,
 )
 from evstate.errors import CorruptionError
-from evstate.backends.follower.follower import follow
 
-__all__ = ["register"]
+__all__ = [
+    "NO_LOCK",
+    "TIMES",
+    "WRITES",
+    "register",
+]
 
 NO_LOCK = "Reads without the writer lock (works while another process owns the store)."
 WRITES = "Needs the writer lock: fails while another process (e.g. evstate serve) owns the store."
@@ -43,7 +48,7 @@ def _point(args: argparse.Namespace) -> dict[str, Any]:
 def _at(args: argparse.Namespace) -> int:
     if args.key is not None and args.scope is None:
         raise UsageError("give SCOPE before KEY")
-    with open_follower(args) as follower, Progress("replaying") as bar:
+    with open_follower(args) as follower, ProgressBar("replaying") as bar:
         view = follower.at(progress=bar, **_point(args))
     if args.key is not None:
         print_json(view.get(args.scope, args.key))
@@ -64,9 +69,9 @@ def _at(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     if os.path.abspath(args.source) == os.path.abspath(args.target):
         raise UsageError("SRC and DST must be different directories")
-    with Progress("loading the log") as bar:
+    with ProgressBar("loading the log") as bar:
         follower = follow(args.source, live=False, progress=bar)
-    with follower, Progress("replaying") as bar:
+    with follower, ProgressBar("replaying") as bar:
         point = _point(args)
         path = follower.restore_to(args.target, progress=bar, **point)
     with follow(path, live=False) as restored:
@@ -88,7 +93,7 @@ def _verify(args: argparse.Namespace) -> int:
     except CorruptionError as exc:
         print(f"problem: {exc}")
         return 1
-    with follower, Progress("verifying") as bar:
+    with follower, ProgressBar("verifying") as bar:
         problems = follower.verify(progress=bar)
         stats = follower.stats()
     for problem in problems:
@@ -110,7 +115,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    with open_writer(args) as store, Progress("writing a snapshot"):
+    with open_writer(args) as store, ProgressBar("writing a snapshot"):
         print_json({"revision": store.snapshot()})
     return 0
 
@@ -122,7 +127,7 @@ def _compact(args: argparse.Namespace) -> int:
     if args.keep_duration is not None:
         retention["duration"] = args.keep_duration
     options = {"retention": retention} if retention else {}
-    with open_writer(args, **options) as store, Progress("compacting") as bar:
+    with open_writer(args, **options) as store, ProgressBar("compacting") as bar:
         result: dict[str, Any] = {}
         if not args.no_snapshot:
             bar.phase("writing a snapshot")

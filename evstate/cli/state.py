@@ -18,7 +18,11 @@ from evstate.cli.common import (
     print_json,
 )
 
-__all__ = ["register"]
+__all__ = [
+    "READS",
+    "WRITES",
+    "register",
+]
 
 READS = "Reads without the writer lock (works while another process owns the store)."
 WRITES = "Needs the writer lock: fails while another process (e.g. evstate serve) owns the store."

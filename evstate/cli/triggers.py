@@ -15,6 +15,7 @@ import argparse
 import os
 from typing import Any
 
+import evstate
 from evstate.cli.common import (
     UsageError,
     add_store_options,
@@ -25,13 +26,11 @@ from evstate.cli.common import (
     store_dir,
 )
 from evstate.errors import InvalidRequestError, StorageError
-from evstate.backends.follower.cursors import (
-    drop_follower_parked,
-    list_follower_triggers,
-    set_follower_cursor,
-)
 
-__all__ = ["register"]
+__all__ = [
+    "DESCRIPTION",
+    "register",
+]
 
 DESCRIPTION = """\
 Show trigger status, or repair a trigger.
@@ -52,18 +51,18 @@ For the owner's triggers both need the writer lock (stop the owner first); with
 """
 
 
+def _follower_triggers(args: argparse.Namespace) -> evstate.Follower:
+    """The store as a follower whose triggers are the cursor files of ``--cursor-dir``."""
+    return evstate.follow(store_dir(args), live=False, cursor_dir=_cursor_dir(args))
+
+
 def _status(args: argparse.Namespace) -> int:
-    cursor_dir = _cursor_dir(args)
-    with open_follower(args) as follower:
+    with open_follower(args) as follower, _follower_triggers(args) as cursors:
         head = follower.revision
         owner = follower.owner_triggers()
         followers = {
-            name: {
-                "cursor": saved["cursor"],
-                "lag": max(head - saved["cursor"], 0),
-                "parked": len(saved["parked"]),
-            }
-            for name, saved in list_follower_triggers(cursor_dir).items()
+            name: {"cursor": entry["cursor"], "lag": entry["lag"], "parked": entry["parked"]}
+            for name, entry in cursors.trigger_status().items()
         }
         if args.name is None:
             print_json({"revision": head, "owner": owner, "followers": followers})
@@ -74,7 +73,7 @@ def _status(args: argparse.Namespace) -> int:
             raise InvalidRequestError(f"no {kind} named {args.name!r} in {follower.path}")
         if args.parked:
             parked = (
-                list_follower_triggers(cursor_dir)[args.name]["parked"]
+                cursors.parked_events(args.name)
                 if args.follower
                 else follower.owner_parked(args.name)
             )
@@ -93,8 +92,10 @@ def _replay(args: argparse.Namespace) -> int:
     if revision < 1:
         raise UsageError("--replay-from takes a revision >= 1")
     if args.follower:
-        set_follower_cursor(_cursor_dir(args), args.name, revision - 1)
-        print_json({"name": args.name, "cursor": revision - 1})
+        with _follower_triggers(args) as cursors:
+            cursors.replay_trigger(args.name, revision)
+            cursor = cursors.trigger_status()[args.name]["cursor"]
+        print_json({"name": args.name, "cursor": cursor})
         return 0
     with open_writer(args, triggers_enabled=False) as store:
         store.replay_trigger(args.name, revision)
@@ -116,7 +117,8 @@ def _replay(args: argparse.Namespace) -> int:
 def _drop(args: argparse.Namespace) -> int:
     revision = None if args.drop_parked == "all" else int(args.drop_parked)
     if args.follower:
-        dropped = drop_follower_parked(_cursor_dir(args), args.name, revision)
+        with _follower_triggers(args) as cursors:
+            dropped = cursors.drop_parked(args.name, revision)
     else:
         with open_writer(args, triggers_enabled=False) as store:
             dropped = store.drop_parked(args.name, revision)

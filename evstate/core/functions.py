@@ -17,7 +17,14 @@ from typing import Any, Protocol
 from evstate.errors import FunctionNotFoundError, InvalidRequestError, StorageError
 from evstate.values import serde_unexpected
 
-__all__ = ["FUNCTION_IDS", "PayloadFields", "StateFunctions", "call_function", "serde_type"]
+__all__ = [
+    "FUNCTION_IDS",
+    "PayloadFields",
+    "StateFunctions",
+    "call_function",
+    "run_update",
+    "serde_type",
+]
 
 
 class StateFunctions(Protocol):
@@ -91,17 +98,25 @@ def _delete(store: StateFunctions, fid: str, payload: object) -> Any:
     return store.delete(p.string("scope"), p.string("key"))
 
 
-def _update(store: StateFunctions, fid: str, payload: object) -> Any:
-    p = PayloadFields(fid, "StateUpdateInput", payload)
-    scope, key, ops = p.string("scope"), p.string("key"), p.required("ops")
+def run_update(store: StateFunctions, p: PayloadFields, scope_field: str) -> Any:
+    """``store.update`` with the payload's ``ops``; a malformed op fails like the payload.
+
+    Shared by ``state::update`` (scope field ``scope``) and ``kv_server::update``
+    (``index``): an op shape error reads ``Failed to deserialize input for <fid>: ...``.
+    """
+    scope, key, ops = p.string(scope_field), p.string("key"), p.required("ops")
     try:
         return store.update(scope, key, ops)
     except InvalidRequestError as exc:
         if exc.code != "deserialization_error" or exc.message.startswith("Failed to"):
             raise
         raise InvalidRequestError(
-            f"Failed to deserialize input for {fid}: {exc.message}", code=exc.code
+            f"Failed to deserialize input for {p.function_id}: {exc.message}", code=exc.code
         ) from None
+
+
+def _update(store: StateFunctions, fid: str, payload: object) -> Any:
+    return run_update(store, PayloadFields(fid, "StateUpdateInput", payload), "scope")
 
 
 def _list_values(store: StateFunctions, fid: str, payload: object) -> Any:

@@ -29,6 +29,10 @@ class StateTable:
         """Replace the whole table with ``scopes`` (taken over, not copied; at open only)."""
         self._scopes = {scope: keys for scope, keys in scopes.items() if keys}
 
+    def take(self, other: StateTable) -> None:
+        """Hold what ``other`` holds, in one step (a follower's resync swaps its state)."""
+        self._scopes = other._scopes
+
     def get(self, scope: str, key: str) -> bytes | None:
         """Encoded value of ``scope/key``, or ``None`` if the key does not exist."""
         keys = self._scopes.get(scope)

@@ -6,13 +6,12 @@ import builtins
 from collections.abc import Callable
 from typing import Any
 
+from evstate.core.replay import Scopes
 from evstate.errors import InvalidRequestError
 from evstate.events import Event
 from evstate.values import decode_value
 
 __all__ = ["StateView"]
-
-Scopes = dict[str, dict[str, bytes]]
 
 
 def _check(what: str, name: object) -> None:

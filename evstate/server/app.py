@@ -35,12 +35,19 @@ from websockets.http11 import Request, Response
 
 import evstate
 from evstate.config import Config
+from evstate.core.store import Store
 from evstate.errors import Error
 from evstate.server.conn import Connection, Hub
 from evstate.server.wire import WireConnection
-from evstate.backends.file.store import Store
 
-__all__ = ["AUTH_TOKEN_ENV", "BackgroundServer", "Server", "main"]
+__all__ = [
+    "AUTH_TOKEN_ENV",
+    "BackgroundServer",
+    "SHUTDOWN_GRACE",
+    "Server",
+    "main",
+    "resolve_auth_token",
+]
 
 log = logging.getLogger("evstate.server.app")
 

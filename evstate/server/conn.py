@@ -32,8 +32,8 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 
 from evstate.config import Config
-from evstate.errors import Error
 from evstate.core.functions import StateFunctions
+from evstate.errors import Error
 from evstate.server.protocol import (
     DESERIALIZATION_ERROR,
     ENQUEUE_ERROR,

@@ -21,8 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from evstate.errors import InvalidRequestError
-from evstate.core.functions import PayloadFields, StateFunctions
+from evstate.core.functions import PayloadFields, StateFunctions, run_update
 
 __all__ = ["KV_FUNCTION_IDS", "KV_READS", "call_kv_function"]
 
@@ -43,16 +42,7 @@ def _delete(store: StateFunctions, fid: str, payload: object) -> Any:
 
 
 def _update(store: StateFunctions, fid: str, payload: object) -> Any:
-    p = PayloadFields(fid, "KvUpdateInput", payload)
-    index, key, ops = p.string("index"), p.string("key"), p.required("ops")
-    try:
-        return store.update(index, key, ops)
-    except InvalidRequestError as exc:
-        if exc.code != "deserialization_error" or exc.message.startswith("Failed to"):
-            raise
-        raise InvalidRequestError(
-            f"Failed to deserialize input for {fid}: {exc.message}", code=exc.code
-        ) from None
+    return run_update(store, PayloadFields(fid, "KvUpdateInput", payload), "index")
 
 
 def _list(store: StateFunctions, fid: str, payload: object) -> Any:

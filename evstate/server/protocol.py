@@ -12,17 +12,20 @@ import re
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Final
 
-from evstate.errors import Error
 from evstate.core.functions import serde_type
+from evstate.errors import Error
 
 __all__ = [
+    "CallError",
+    "DESERIALIZATION_ERROR",
+    "ENQUEUE_ERROR",
     "FUNCTION_NOT_FOUND",
+    "FrameError",
     "INVOCATION_FAILED",
     "INVOCATION_STOPPED",
-    "NO_RESULT",
     "Message",
-    "CallError",
-    "FrameError",
+    "NO_RESULT",
+    "TRIGGER_REGISTRATION_FAILED",
     "decode_frame",
     "encode",
     "error_body",

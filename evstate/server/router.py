@@ -34,7 +34,12 @@ from evstate.server.protocol import (
     stopped,
 )
 
-__all__ = ["BUILTIN_OWNER", "Peer", "Router"]
+__all__ = [
+    "BUILTIN_OWNER",
+    "Peer",
+    "REGISTER_WORKER",
+    "Router",
+]
 
 log = logging.getLogger("evstate.server.app")
 

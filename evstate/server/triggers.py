@@ -35,12 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from evstate.core.functions import serde_type
+from evstate.core.triggers.event import TriggerEvent
 from evstate.server.protocol import INVOCATION_STOPPED, CallError
-from evstate.core.triggers import TriggerEvent
 
 __all__ = [
+    "Invoke",
+    "MISSING",
     "StateTriggerConfig",
     "TriggerConfigError",
+    "TriggerStore",
     "WorkerTriggers",
     "durable_name",
     "parse_trigger_config",
@@ -70,9 +73,11 @@ class TriggerStore(Protocol):
         key: str | None = None,
         condition: Callable[[Any], Any] | None = None,
         start: str | int = "latest",
-    ) -> Any: ...
+    ) -> Any:
+        """Register a durable trigger (``Store.trigger``)."""
 
-    def unregister_trigger(self, name: str, *, wait: bool = True) -> None: ...
+    def unregister_trigger(self, name: str, *, wait: bool = True) -> None:
+        """Stop delivering to ``name``; its cursor is kept."""
 
 
 class TriggerConfigError(ValueError):

@@ -11,7 +11,7 @@ import pytest
 from cli_helpers import Result, run_process
 
 import evstate
-from evstate.cli.common import Progress
+from evstate.cli.common import ProgressBar
 
 Cli = Callable[..., Result]
 
@@ -113,15 +113,15 @@ def test_write_commands_need_the_lock(cli: Cli, store_dir: str) -> None:
 
 def test_progress_bar_draws_on_a_terminal_only() -> None:
     fake = io.StringIO()
-    bar = Progress("verifying", stream=fake, enabled=True)
+    bar = ProgressBar("verifying", stream=fake, enabled=True)
     bar(250_000, 1_000_000)
     line = bar.render()
     assert re.match(r"verifying \[#{7}-{23}\]  25% 250\.0kB/1\.0MB \d+\.\ds$", line), line
     bar.phase("replaying")
     assert re.match(r"replaying [|/\\-] \d+\.\ds$", bar.render())
-    with Progress("quiet", stream=io.StringIO()) as piped:
+    with ProgressBar("quiet", stream=io.StringIO()) as piped:
         assert not piped.enabled  # StringIO is not a terminal
-    with Progress("slow", stream=fake, enabled=True) as shown:
+    with ProgressBar("slow", stream=fake, enabled=True) as shown:
         shown(1, 2)
         import time
 

@@ -10,7 +10,7 @@ import pytest
 from cli_helpers import Result
 
 import evstate
-from evstate.backends.follower.follower import follow
+from evstate import follow
 
 Cli = Callable[..., Result]
 

@@ -1,4 +1,10 @@
-"""The adapter conformance suite: the same tests against the memory, file and redis stores."""
+"""The conformance suite: the same tests against every store kind.
+
+``memory``, ``file`` and ``redis`` are stores; ``follower`` is the read half of the contract:
+a file store that writes, and a follower of its directory that answers every read
+(``get``, ``list``, ``history``, ``events``, ``at``, ``verify``, ``stats``, ...), so the same
+assertions hold for what a follower (and the CLI's read commands) answer.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,63 @@ import pytest
 
 import evstate
 from evstate.backends.redis.store import open_redis
+from evstate.core.functions import call_function
 from tests.redis.server import RedisServer
 
-KINDS = ["memory", "file", "redis"]
+KINDS = ["memory", "file", "redis", "follower"]
+STORE_KINDS = ["memory", "file", "redis"]  # kinds that run triggers with writes
+
+_READS = frozenset(
+    {
+        "get",
+        "list",
+        "list_values",
+        "list_groups",
+        "history",
+        "events",
+        "at",
+        "verify",
+        "stats",
+        "restore_to",
+    }
+)
+
+
+class OwnerAndFollower:
+    """A file store whose every read is answered by a follower of its directory."""
+
+    def __init__(self, owner: evstate.Store) -> None:
+        self._owner = owner
+        self._follower = evstate.follow(owner.path or "", live=False)
+
+    def _synced(self) -> evstate.Follower:
+        if not self._follower.closed:
+            written = self._owner.revision
+            assert self._follower.refresh() >= written
+        return self._follower
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _READS:
+            return getattr(self._synced(), name)
+        return getattr(self._owner, name)
+
+    @property
+    def revision(self) -> int:
+        return self._synced().revision
+
+    def call(self, function_id: str, payload: Any = None) -> Any:
+        return call_function(self, function_id, {} if payload is None else payload)
+
+    def close(self) -> None:
+        self._synced()
+        self._follower.close()
+        self._owner.close()
+
+    def __enter__(self) -> OwnerAndFollower:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +107,8 @@ def make_store(
             store: Any = evstate.open(**options)
         elif store_kind == "file":
             store = evstate.open(os.path.join(tmp_path, "store"), **options)
+        elif store_kind == "follower":
+            store = OwnerAndFollower(evstate.open(os.path.join(tmp_path, "store"), **options))
         else:
             assert server is not None
             store = open_redis(server.url, lease_ms=1000, **options)

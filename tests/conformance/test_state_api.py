@@ -13,7 +13,8 @@ import pytest
 
 import evstate
 from evstate import UpdateOp
-from evstate.ops import apply_update_ops, parse_ops
+from evstate.ops import parse_ops
+from evstate.ops_apply import apply_update_ops
 from tests.unit.test_ops import MISSING, WORKED_EXAMPLES
 
 USER = {"name": "Alice", "email": "alice@example.com"}

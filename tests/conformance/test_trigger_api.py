@@ -11,6 +11,13 @@ import pytest
 
 import evstate
 from evstate import UpdateOp
+from tests.conformance.conftest import STORE_KINDS
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Triggers whose handlers write need a store (follower triggers: tests/follower)."""
+    return str(request.param)
 
 
 def test_handler_sees_every_event_in_order(store: Any) -> None:
@@ -132,7 +139,7 @@ def test_delete_and_replay(store: Any) -> None:
 
 
 def test_failing_handler_is_retried_then_parked(store: Any) -> None:
-    store._triggers.backoff = 0.001
+    store._triggers.delivery.backoff = 0.001
     attempts: dict[int, int] = {}
     ok: list[int] = []
 
@@ -150,7 +157,7 @@ def test_failing_handler_is_retried_then_parked(store: Any) -> None:
     store.set("s", "c", "twice")
     store.wait_for_triggers(timeout=10)
     assert ok == [1, 3]
-    assert attempts[2] == store._triggers.max_attempts
+    assert attempts[2] == store._triggers.delivery.max_attempts
     parked = store.parked_events("t")
     assert [p["revision"] for p in parked] == [2]
     assert "cannot handle poison" in parked[0]["error"]
@@ -158,7 +165,7 @@ def test_failing_handler_is_retried_then_parked(store: Any) -> None:
     status = store.trigger_status()["t"]
     assert status["parked"] == 1 and status["last_error"] == "RuntimeError: transient"
     assert store.replay_parked("t") == 0  # still failing: stays parked
-    assert store.parked_events("t")[0]["attempts"] == store._triggers.max_attempts + 1
+    assert store.parked_events("t")[0]["attempts"] == store._triggers.delivery.max_attempts + 1
     assert store.drop_parked("t", 2) == 1
     assert store.parked_events("t") == []
     with pytest.raises(evstate.InvalidRequestError):
@@ -166,7 +173,7 @@ def test_failing_handler_is_retried_then_parked(store: Any) -> None:
 
 
 def test_replay_parked_success(store: Any) -> None:
-    store._triggers.backoff = 0.001
+    store._triggers.delivery.backoff = 0.001
     broken = {"on": True}
     handled: list[int] = []
 

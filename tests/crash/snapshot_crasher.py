@@ -12,8 +12,8 @@ import signal
 import sys
 
 import evstate
-from evstate.config import Config
 from evstate.backends.file.diskio import DiskIO
+from evstate.config import Config
 
 
 class CrashingIO(DiskIO):

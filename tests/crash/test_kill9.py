@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import evstate
-from evstate.events import decode_record
 from evstate.backends.file.segment import scan_segment
+from evstate.events import decode_entry
 
 WRITER = Path(__file__).with_name("writer.py")
 ROUNDS = 20
@@ -26,12 +26,12 @@ def replay_log(directory: Path) -> dict[str, dict[str, object]]:
     state: dict[str, dict[str, object]] = {}
     for seg in sorted(directory.glob("*.log")):
         for _offset, payload in scan_segment(seg.read_bytes()).records:
-            record = decode_record(payload)
-            event = record.to_event()
-            if event.event_type == "deleted":
-                state.get(event.scope, {}).pop(event.key, None)
-            else:
-                state.setdefault(event.scope, {})[event.key] = event.new_value
+            for record in decode_entry(payload).records:
+                event = record.to_event()
+                if event.event_type == "deleted":
+                    state.get(event.scope, {}).pop(event.key, None)
+                else:
+                    state.setdefault(event.scope, {})[event.key] = event.new_value
     return {scope: keys for scope, keys in state.items() if keys}
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import evstate
-from evstate.config import Config
 from evstate.backends.file.diskio import DiskIO
-from evstate.ops import apply_update_ops, parse_ops
+from evstate.config import Config
+from evstate.ops import parse_ops
+from evstate.ops_apply import apply_update_ops
 
 Op = tuple[Any, ...]
 State = dict[str, dict[str, Any]]

@@ -104,20 +104,20 @@ def test_enospc_during_a_snapshot_and_a_checkpoint(tmp_path: Path) -> None:
     for i in range(30):
         store.set("s", str(i), i)
     store.wait_for_triggers(timeout=10)
-    store._triggers.checkpoint()
+    store._cursors.checkpoint()
     io.fill_disk(0)
     with pytest.raises(evstate.StorageError):
         store.snapshot()
     with pytest.raises(evstate.StorageError):
         store.set("s", "late", 1)
-    store._triggers._dirty = True
-    store._triggers.checkpoint()  # fails, logged, retried later (a fresh .tmp each time)
+    store._cursors.dirty = True
+    store._cursors.checkpoint()  # fails, logged, retried later (a fresh .tmp each time)
     assert not list(tmp_path.glob("*.snap.tmp"))
     io.free_space()
     store.set("s", "late", 1)
     store.wait_for_triggers(timeout=10)
     assert store.snapshot() == store.revision
-    store._triggers.checkpoint()
+    store._cursors.checkpoint()
     saved = cbor2.loads(unframe_single((tmp_path / "triggers.cbor").read_bytes()))
     assert saved["triggers"]["t"]["cursor"] == store.revision
     assert seen == list(range(1, store.revision + 1))
@@ -200,13 +200,13 @@ def test_a_failed_cursor_checkpoint_is_retried_with_a_fresh_file(
     fault = io.fail_at(point, kind=kind)
     deadline = time.monotonic() + 10
     while not fault.fired:  # the background checkpointer hits it
-        store._triggers._dirty = True
+        store._cursors.dirty = True
         assert time.monotonic() < deadline
         time.sleep(0.02)
     store.set("s", "after", 1)  # the store is unaffected
     store.wait_for_triggers(timeout=10)
-    store._triggers._dirty = True
-    store._triggers.checkpoint()
+    store._cursors.dirty = True
+    store._cursors.checkpoint()
     crash(store, io)
     with open_store(tmp_path) as reopened:
         assert reopened.trigger_status()["t"]["cursor"] == reopened.revision
@@ -222,8 +222,8 @@ def test_a_failed_log_flush_before_a_checkpoint_fails_closed(tmp_path: Path) -> 
     store.set("in", "a", 1)
     store.wait_for_triggers(timeout=10)
     io.fail_at("before_fsync", kind="segment")
-    store._triggers._dirty = True
-    store._triggers.checkpoint()
+    store._cursors.dirty = True
+    store._cursors.checkpoint()
     with pytest.raises(evstate.StoreFailedError):
         store.set("in", "b", 2)
     crash(store, io)

@@ -42,7 +42,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 import evstate
 from evstate import UpdateOp
 from evstate.config import Config
-from evstate.ops import apply_update_ops, parse_ops
+from evstate.ops import parse_ops
+from evstate.ops_apply import apply_update_ops
 from evstate.testing import CUT_MODES, FaultyIO, crash
 
 EXAMPLES = int(os.environ.get("EVSTATE_MODEL_EXAMPLES", "50"))
@@ -363,8 +364,8 @@ class PowerCutMachine(RuleBasedStateMachine):
             elif op == "compact":
                 self.store.compact()
             elif op == "checkpoint":
-                self.store._triggers._dirty = True
-                self.store._triggers.checkpoint()
+                self.store._cursors.dirty = True
+                self.store._cursors.checkpoint()
             else:  # let the counter commit its batch for the event of scope a
                 target = self.store.revision
                 self.store.triggers_enabled = True

@@ -15,8 +15,8 @@ import pytest
 
 import evstate
 from evstate import UpdateOp
+from evstate.backends.file.segment import frame_record
 from evstate.testing import FaultyIO, crash
-from evstate.core.triggers import encode_cursor_file
 from tests.faults.harness import open_store
 
 
@@ -75,7 +75,7 @@ def test_recovered_records_are_durable_before_anyone_sees_them(tmp_path: Path) -
     store = open_store(tmp_path, io)
     store.trigger("t", lambda e: seen.append((e.revision, e.new_value)), start="earliest")
     store.wait_for_triggers(timeout=10)
-    store._triggers.checkpoint()  # the cursor is durable too
+    store._cursors.checkpoint()  # the cursor is durable too
     crash(store, io, "forget")
     io.restart()
     with open_store(tmp_path, io) as reopened:
@@ -135,7 +135,7 @@ def test_a_misshapen_cursor_file_is_reported_and_ignored(tmp_path: Path, body: A
     raised StoreLockedError). docs/format.md §7 says such a file is reported and ignored."""
     with evstate.open(tmp_path) as store:
         store.set("s", "k", 1)
-    (tmp_path / "triggers.cbor").write_bytes(encode_cursor_file(body))
+    (tmp_path / "triggers.cbor").write_bytes(frame_record(cbor2.dumps(body)))
     with evstate.open(tmp_path) as store:
         assert store.get("s", "k") == 1
         assert "t" not in store.trigger_status()
@@ -225,8 +225,8 @@ def test_an_empty_batch_record_is_corruption(tmp_path: Path, cursor: Any) -> Non
     """Bug: a checksummed batch record holding no events was replayed as nothing (and with
     a cursor, open() crashed with IndexError). Only a buggy writer or a crafted file makes
     one; it is now a CorruptionError naming the file and offset."""
-    from evstate.events import encode_batch
     from evstate.backends.file.segment import frame_record
+    from evstate.events import encode_batch
 
     with evstate.open(tmp_path) as store:
         store.set("s", "k", 1)

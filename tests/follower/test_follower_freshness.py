@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evstate.backends.follower.follower import follow
+from evstate import follow
 
 WRITER = Path(__file__).with_name("freshness_writer.py")
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,14 +10,13 @@ from typing import Any
 import pytest
 
 import evstate
+from evstate import follow
 from evstate.errors import (
     HistoryCompactedError,
     InvalidRequestError,
     StoreLockedError,
     TriggerTimeoutError,
 )
-from evstate.backends.follower.follower import follow
-from evstate.backends.follower.cursors import list_follower_triggers
 
 
 @pytest.fixture
@@ -39,8 +38,9 @@ def test_earliest_sees_every_event_in_order_and_resumes_after_a_restart(
         assert seen == list(range(1, 21))
         status = follower.trigger_status()["mirror"]
         assert status["registered"] and status["cursor"] == 20 and status["lag"] == 0
-    saved = list_follower_triggers(str(Path(owner.path) / "followers"))  # type: ignore[arg-type]
-    assert saved == {"mirror": {"cursor": 20, "parked": []}}
+    with follow(owner.path, live=False) as offline:  # type: ignore[arg-type]
+        saved = offline.trigger_status()["mirror"]
+    assert (saved["registered"], saved["cursor"], saved["parked"]) == (False, 20, 0)
     for i in range(20, 25):
         owner.set("users", f"u{i}", {"i": i})
     with follow(owner.path) as follower:  # type: ignore[arg-type]

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 import evstate
+from evstate import Follower, follow
+from evstate.backends.file.segment import frame_record
 from evstate.errors import CorruptionError, HistoryCompactedError, StorageError
 from evstate.events import CREATED, EventRecord, encode_record
-from evstate.backends.follower.follower import Follower, follow
-from evstate.backends.file.segment import frame_record
 
 SMALL = {"segment_size_bytes": 4096, "save_interval_ms": 3_600_000}
 

@@ -19,20 +19,31 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
+from evstate.backends.file.cursors import decode_cursor_file
+from evstate.backends.file.segment import (
+    HEADER_SIZE,
+    decode_header,
+    encode_header,
+    frame_record,
+    scan_segment,
+)
+from evstate.backends.file.snapshot import (
+    Snapshot,
+    SnapshotError,
+    SnapshotInfo,
+    read_snapshot,
+    write_snapshot,
+)
 from evstate.events import (
     EVENT_TYPE_NAMES,
     EventRecord,
     LogEntry,
     RecordDecodeError,
     decode_entry,
-    decode_record,
     encode_batch,
     encode_record,
 )
-from evstate.backends.file.segment import HEADER_SIZE, decode_header, encode_header, frame_record, scan_segment
-from evstate.backends.file.snapshot import Snapshot, SnapshotError, read_snapshot, write_snapshot
 from evstate.testing import FaultyIO
-from evstate.core.triggers import _parse_cursor_file
 from evstate.values import encode_value
 from tests.fuzz.fuzzlib import fuzz_settings, mutated, no_hang
 
@@ -134,7 +145,7 @@ def test_record_decoder_round_trips_and_survives_mutations(
     data: st.DataObject, batch: list[EventRecord], cursor: tuple[str, int] | None
 ) -> None:
     single = encode_record(batch[0])
-    assert decode_record(single) == batch[0]
+    assert decode_entry(single) == LogEntry([batch[0]], None)
     batch = [r._replace(revision=batch[0].revision + i) for i, r in enumerate(batch)]
     payload = encode_batch(batch, cursor)
     assert decode_entry(payload) == LogEntry(batch, cursor)
@@ -197,7 +208,7 @@ def _read(tmp: Path, image: bytes) -> Snapshot | None:
     path.write_bytes(image)
     with no_hang():
         try:
-            snap = read_snapshot(str(path), FaultyIO())
+            snap = read_snapshot(SnapshotInfo(7, str(path)), FaultyIO())
         except SnapshotError:
             return None
     for scope, keys in snap.scopes.items():  # well typed, as the table needs it
@@ -267,9 +278,10 @@ def test_snapshot_reader_on_wrong_shapes_behind_valid_checksums(
 def test_cursor_file_parser_raises_only_value_errors(data: bytes) -> None:
     with no_hang():
         try:
-            parsed = _parse_cursor_file(data)
+            parsed, _resets = decode_cursor_file(data)
         except (ValueError, cbor2.CBORDecodeError):
             return
-    for name, (cursor, parked) in parsed.items():
+    for name, entry in parsed.items():
+        cursor, parked = entry.cursor, entry.parked
         assert type(name) is str and type(cursor) is int and cursor >= 0
         assert all(type(p["revision"]) is int for p in parked)

@@ -22,7 +22,8 @@ from hypothesis import given
 import evstate
 from evstate.config import Config, parse_config_text, validate_config
 from evstate.core.functions import FUNCTION_IDS, call_function
-from evstate.ops import apply_update_ops, parse_ops
+from evstate.ops import parse_ops
+from evstate.ops_apply import apply_update_ops
 from evstate.values import validate_value
 from tests.fuzz.fuzzlib import fuzz_settings, no_hang
 

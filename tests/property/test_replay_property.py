@@ -11,7 +11,8 @@ import hypothesis.strategies as st
 from hypothesis import given, settings
 
 import evstate
-from evstate.ops import apply_update_ops, parse_ops
+from evstate.ops import parse_ops
+from evstate.ops_apply import apply_update_ops
 
 keys = st.sampled_from(["a", "b", "c"])
 scopes = st.sampled_from(["x", "y"])

@@ -12,7 +12,8 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import evstate
-from evstate.ops import apply_update_ops, parse_ops
+from evstate.ops import parse_ops
+from evstate.ops_apply import apply_update_ops
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8)
 json_scalars = json_scalars | st.floats(allow_nan=False, allow_infinity=False)

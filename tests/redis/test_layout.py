@@ -12,9 +12,9 @@ import redis
 
 import evstate
 from evstate import UpdateOp
-from evstate.config import load_config
 from evstate.backends.redis.client import BackendUnavailableError
 from evstate.backends.redis.store import RedisStore, open_redis
+from evstate.config import load_config
 from tests.redis.server import RedisServer
 
 Open = Callable[..., RedisStore]

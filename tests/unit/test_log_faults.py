@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import evstate
-from evstate.config import Config
 from evstate.backends.file.diskio import DiskIO
+from evstate.config import Config
 
 
 class FlakyIO(DiskIO):

@@ -21,9 +21,9 @@ from evstate.ops import (
     PROTO_POLLUTION_KEYS,
     ParsedOp,
     UpdateOp,
-    apply_update_ops,
     parse_ops,
 )
+from evstate.ops_apply import apply_update_ops
 from evstate.values import validate_value
 
 I64_MIN, I64_MAX, U64_MAX = -(2**63), 2**63 - 1, 2**64 - 1

@@ -7,7 +7,6 @@ import pytest
 
 from evstate.backends.file.segment import (
     FRAME,
-    HEADER,
     HEADER_SIZE,
     decode_header,
     encode_header,
@@ -25,7 +24,7 @@ def test_segment_names_sort_by_first_revision() -> None:
 
 def test_header_round_trip_and_size() -> None:
     header = encode_header(42)
-    assert len(header) == HEADER_SIZE == HEADER.size == 24
+    assert len(header) == HEADER_SIZE == 24
     assert decode_header(header) == 42
 
 

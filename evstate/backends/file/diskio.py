@@ -1,5 +1,8 @@
 """The file-system layer: every byte the file store writes goes through :class:`DiskIO`.
 
+That includes the log, snapshots, cursor files, the ``LOCK`` file and restores; a follower
+writes only its own cursor files, through the same layer.
+
 Keeping all I/O behind one small object lets tests substitute a fault-injecting version
 (forget unsynced bytes, fail at named points) without touching the engine.
 Durability rule (docs/reliability.md): a file's data is durable after :meth:`fsync`; a
@@ -84,6 +87,49 @@ class DiskIO:
         A fault-injecting subclass may raise ``OSError`` from it; the engine only calls it
         where an I/O error is already handled.
         """
+
+    def makedirs(self, path: str) -> None:
+        """Create ``path`` and its missing parents (an existing directory is fine)."""
+        os.makedirs(path, exist_ok=True)
+
+    def exists(self, path: str) -> bool:
+        """True if ``path`` names anything (a dangling link included)."""
+        return os.path.lexists(path)
+
+    def replace_file(self, path: str, data: bytes) -> None:
+        """Atomically and durably make the file ``path`` hold ``data``.
+
+        Writes ``<path>.tmp``, fsyncs it, renames it over ``path`` and fsyncs the directory,
+        so a crash leaves the old file or the new one, whole. Never writes through a link
+        (the ``.tmp`` is created exclusively; a rename replaces a link, not its target).
+
+        Raises:
+            OSError: the old file (if any) is unchanged.
+        """
+        tmp = path + ".tmp"
+        if self.exists(tmp):
+            self.remove(tmp)
+        fd = self.create_exclusive(tmp)
+        try:
+            self.write_all(fd, data)
+            self.fsync(fd)
+        finally:
+            self.close(fd)
+        self.rename(tmp, path)
+        self.fsync_dir(os.path.dirname(path) or ".")
+
+    def write_note(self, path: str, text: str) -> None:
+        """Best effort: make ``path`` hold ``text`` (no fsync), never through a link.
+
+        For informational files (the pid in ``LOCK``). Raises OSError, e.g. ``ELOOP`` when
+        ``path`` is a symbolic link or ``EISDIR`` when it is a directory.
+        """
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, text.encode(), 0)
+        finally:
+            os.close(fd)
 
     def truncate_path(self, path: str, size: int) -> None:
         """Cut the file at ``path`` to ``size`` bytes and make that durable."""

@@ -20,9 +20,9 @@ import threading
 from array import array
 from collections.abc import Iterator
 
+from evstate.backends.file.segment import FRAME, FRAME_SIZE, HEADER_SIZE, scan_segment
 from evstate.errors import CorruptionError
 from evstate.events import EventRecord, RecordDecodeError, decode_entry
-from evstate.backends.file.segment import FRAME, FRAME_SIZE, HEADER_SIZE, scan_segment
 
 __all__ = ["LogIndex", "read_record_at", "scan_records"]
 

@@ -18,17 +18,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from evstate.backends.file.diskio import DiskIO
-from evstate.errors import CorruptionError, StorageError, StoreFailedError
-from evstate.events import EventRecord, RecordDecodeError, decode_entry
+from evstate.backends.file.layout import segment_name
 from evstate.backends.file.segment import (
     HEADER_SIZE,
-    SEGMENT_NAME_RE,
     decode_header,
     encode_header,
     frame_record,
+    list_segments,
     scan_segment,
-    segment_name,
 )
+from evstate.errors import CorruptionError, StorageError, StoreFailedError
+from evstate.events import EventRecord, RecordDecodeError, decode_entry
 
 __all__ = ["SegmentLog"]
 
@@ -86,12 +86,7 @@ class SegmentLog:
     # ---- recovery -------------------------------------------------------------------
 
     def _segment_files(self) -> list[tuple[int, str]]:
-        found = []
-        for name in self.io.listdir(self.directory):
-            match = SEGMENT_NAME_RE.match(name)
-            if match:
-                found.append((int(match.group(1)), os.path.join(self.directory, name)))
-        return sorted(found)
+        return list_segments(self.directory, self.io)
 
     def _note(self, text: str) -> None:
         self.recovery_notes.append(text)
@@ -332,13 +327,6 @@ class SegmentLog:
     def segments(self) -> list[tuple[int, str]]:
         """``(first_revision, path)`` of every segment file, oldest first."""
         return self._segment_files()
-
-    @property
-    def active_segment(self) -> tuple[int, str]:
-        """``(first_revision, path)`` of the segment being appended to."""
-        seg = self._active
-        assert seg is not None
-        return seg.first_revision, seg.path
 
     def delete_segments_through(self, revision: int) -> list[str]:
         """Delete sealed segments whose records are all at or below ``revision``.

@@ -1,61 +1,62 @@
 """One segment file of the log: header, record framing, checksums, scanning.
 
 Format: see docs/format.md §1 (file header and naming) and §3 (record framing); the
-recovery rules implemented by :func:`scan_segment` are docs/format.md §4. The ``struct``
-formats below are the only definition of the byte layout in code.
+recovery rules implemented by :func:`scan_segment` are docs/format.md §4. The byte layouts
+are the constants of :mod:`evstate.backends.file.layout`.
 """
 
 from __future__ import annotations
 
-import re
-import struct
+import os
 import zlib
 from dataclasses import dataclass, field
-from typing import Final
+
+from evstate.backends.file.diskio import DiskIO
+from evstate.backends.file.layout import (
+    FRAME,
+    FRAME_SIZE,
+    MAX_RECORD_BYTES,
+    PAYLOAD_PREFIXES,
+    SEGMENT_HEADER,
+    SEGMENT_HEADER_SIZE,
+    SEGMENT_MAGIC,
+    SEGMENT_NAME_RE,
+    SEGMENT_VERSION,
+    segment_name,
+)
 
 __all__ = [
     "FRAME",
-    "HEADER",
+    "FRAME_SIZE",
     "HEADER_SIZE",
-    "MAGIC",
-    "MAX_RECORD_BYTES",
-    "SEGMENT_NAME_RE",
-    "VERSION",
     "ScanResult",
     "decode_header",
     "encode_header",
     "frame_record",
+    "list_segments",
     "scan_segment",
     "segment_name",
     "unframe_single",
 ]
 
-# docs/format.md §1: magic u32 | version u16 | flags u16 | first_revision u64 | crc32 u32 |
-# reserved u32, little-endian, 24 bytes.
-MAGIC: Final = b"EVSG"
-VERSION: Final = 1
-HEADER: Final = struct.Struct("<4sHHQII")
-HEADER_SIZE: Final = HEADER.size
-# docs/format.md §3: length u32 | crc32 u32 over (length bytes + payload) | payload.
-FRAME: Final = struct.Struct("<II")
-FRAME_SIZE: Final = FRAME.size
-MAX_RECORD_BYTES: Final = 1 << 30
-# Every payload starts with CBOR "array of 8" then kind 1, or "array of 4" then kind 2
-# (docs/format.md §2); the corruption check looks for these to find valid records after a
-# bad one.
-_PAYLOAD_PREFIXES: Final = (b"\x88\x01", b"\x84\x02")
-SEGMENT_NAME_RE: Final = re.compile(r"^(\d{20})\.log$")
+HEADER_SIZE = SEGMENT_HEADER_SIZE
 
 
-def segment_name(first_revision: int) -> str:
-    """File name of the segment whose first record has ``first_revision`` (sorts with ``ls``)."""
-    return f"{first_revision:020d}.log"
+def list_segments(directory: str, io: DiskIO) -> list[tuple[int, str]]:
+    """``(first_revision, path)`` of every segment file of ``directory``, oldest first."""
+    found = []
+    for name in io.listdir(directory):
+        match = SEGMENT_NAME_RE.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(directory, name)))
+    return sorted(found)
 
 
 def encode_header(first_revision: int) -> bytes:
-    """The 24-byte header of a new segment."""
-    head = struct.pack("<4sHHQ", MAGIC, VERSION, 0, first_revision)
-    return head + struct.pack("<II", zlib.crc32(head), 0)
+    """The header of a new segment."""
+    head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_revision, 0, 0)
+    crc = zlib.crc32(head[:16])
+    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_revision, crc, 0)
 
 
 def decode_header(data: bytes) -> int:
@@ -66,20 +67,20 @@ def decode_header(data: bytes) -> int:
     """
     if len(data) < HEADER_SIZE:
         raise ValueError(f"header is {len(data)} bytes, expected {HEADER_SIZE}")
-    magic, version, _flags, first_revision, crc, _reserved = HEADER.unpack_from(data, 0)
-    if magic != MAGIC:
+    magic, version, _flags, first_revision, crc, _reserved = SEGMENT_HEADER.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC:
         raise ValueError(f"bad magic {magic!r}")
     if zlib.crc32(data[:16]) != crc:
         raise ValueError("header checksum mismatch")
-    if version != VERSION:
+    if version != SEGMENT_VERSION:
         raise ValueError(f"unsupported segment format version {version}")
     return int(first_revision)
 
 
 def frame_record(payload: bytes) -> bytes:
     """Frame one record payload: length, checksum, payload."""
-    length = struct.pack("<I", len(payload))
-    return length + struct.pack("<I", zlib.crc32(payload, zlib.crc32(length))) + payload
+    length = len(payload).to_bytes(4, "little")
+    return FRAME.pack(len(payload), zlib.crc32(payload, zlib.crc32(length))) + payload
 
 
 def unframe_single(data: bytes) -> bytes:
@@ -129,7 +130,7 @@ def _check_frame(buf: memoryview, pos: int, end: int) -> str | None:
 
 def _valid_record_after(buf: memoryview, data: bytes, pos: int, end: int) -> int | None:
     """Offset of a valid framed event record starting after ``pos``, if there is one."""
-    for prefix in _PAYLOAD_PREFIXES:
+    for prefix in PAYLOAD_PREFIXES:
         search = pos + 1 + FRAME_SIZE
         while True:
             hit = data.find(prefix, search, end)

@@ -11,23 +11,27 @@ Written as ``<rev>.snap.tmp``: write, fsync, rename to ``<rev>.snap``, fsync the
 from __future__ import annotations
 
 import os
-import re
-import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 import cbor2
 
 from evstate.backends.file.diskio import DiskIO
-from evstate.errors import StorageError
+from evstate.backends.file.layout import (
+    CHUNK_KEYS,
+    SNAPSHOT_HEADER,
+    SNAPSHOT_MAGIC,
+    SNAPSHOT_NAME_RE,
+    SNAPSHOT_VERSION,
+    TRAILER_TAG,
+    snapshot_name,
+)
 from evstate.backends.file.segment import frame_record, scan_segment
+from evstate.core.replay import Scopes
 
 __all__ = [
-    "CHUNK_KEYS",
-    "SNAPSHOT_MAGIC",
-    "SNAPSHOT_NAME_RE",
     "Snapshot",
     "SnapshotError",
     "SnapshotInfo",
@@ -36,21 +40,8 @@ __all__ = [
     "read_snapshot",
     "read_snapshot_header",
     "snapshot_name",
-    "check_restore_target",
-    "write_restored_store",
     "write_snapshot",
 ]
-
-# docs/format.md §5: magic u32 | version u16 | flags u16 | revision u64 | timestamp u64 |
-# crc32 u32 | reserved u32 = 32 bytes, little-endian.
-SNAPSHOT_MAGIC: Final = b"EVSS"
-SNAPSHOT_VERSION: Final = 1
-SNAPSHOT_HEADER: Final = struct.Struct("<4sHHQQII")
-CHUNK_KEYS: Final = 4096  # keys per chunk: ~0.3 ms to encode, ~0.1 ms to decode
-SNAPSHOT_NAME_RE: Final = re.compile(r"^(\d{20})\.snap$")
-TRAILER_TAG: Final = "end"
-
-Scopes = dict[str, dict[str, bytes]]
 
 
 class Snapshot(NamedTuple):
@@ -74,14 +65,10 @@ class SnapshotInfo:
     path: str
 
 
-def snapshot_name(revision: int) -> str:
-    """File name of the snapshot of ``revision`` (sorts with ``ls``)."""
-    return f"{revision:020d}.snap"
-
-
 def _encode_header(revision: int, timestamp: int) -> bytes:
-    head = struct.pack("<4sHHQQ", SNAPSHOT_MAGIC, SNAPSHOT_VERSION, 0, revision, timestamp)
-    return head + struct.pack("<II", zlib.crc32(head), 0)
+    fields = (SNAPSHOT_MAGIC, SNAPSHOT_VERSION, 0, revision, timestamp)
+    crc = zlib.crc32(SNAPSHOT_HEADER.pack(*fields, 0, 0)[:24])
+    return SNAPSHOT_HEADER.pack(*fields, crc, 0)
 
 
 def _chunks(scopes: Scopes) -> Iterator[list[object]]:
@@ -154,34 +141,6 @@ def read_snapshot_header(path: str) -> tuple[int, int]:
     return int(revision), int(timestamp)
 
 
-def check_restore_target(path: str | os.PathLike[str]) -> str:
-    """The absolute path of a directory a restore may write: missing, or empty.
-
-    Raises:
-        StorageError: ``path`` exists and is not an empty directory.
-    """
-    target = os.path.abspath(os.fspath(path))
-    if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
-        raise StorageError(f"{target} exists and is not an empty directory")
-    return target
-
-
-def write_restored_store(target: str, revision: int, timestamp: int, scopes: Scopes) -> str:
-    """Make ``target`` (see :func:`check_restore_target`) a new store holding ``scopes``.
-
-    The store is one snapshot at ``revision``, so its log continues the numbering; it opens
-    like any store. Durable on return. Raises StorageError if it cannot be written.
-    """
-    io = DiskIO()
-    try:
-        os.makedirs(target, exist_ok=True)
-        write_snapshot(target, revision, timestamp, scopes, io, {})
-        io.fsync_dir(os.path.dirname(target))
-    except OSError as exc:
-        raise StorageError(f"cannot write {target}: {exc}") from exc
-    return target
-
-
 def list_snapshots(directory: str, io: DiskIO) -> list[SnapshotInfo]:
     """Snapshot files in ``directory``, oldest first (not validated)."""
     found = []
@@ -246,17 +205,23 @@ def iter_snapshot_chunks(data: bytes, path: str) -> Iterator[tuple[str, list[obj
     return _decode_chunks(_parse(data, path)[2], path)
 
 
-def read_snapshot(path: str, io: DiskIO) -> Snapshot:
+def read_snapshot(info: SnapshotInfo, io: DiskIO) -> Snapshot:
     """Read a whole snapshot (state as ``scope -> key -> encoded value``, and cursors).
 
     Raises:
-        SnapshotError: missing, truncated, bad checksum, or badly shaped content.
+        SnapshotError: missing, truncated, bad checksum, badly shaped content, or a header
+            whose revision is not the one its file name says (a renamed file is not trusted).
     """
+    path = info.path
     try:
         data = io.read_file(path)
     except OSError as exc:
         raise SnapshotError(f"{path}: {exc}") from None
     revision, timestamp, payloads, cursors = _parse(data, path)
+    if revision != info.revision:
+        raise SnapshotError(
+            f"{path}: the header says revision {revision}, the file name {info.revision}"
+        )
     scopes: Scopes = {}
     for scope, flat in _decode_chunks(payloads, path):
         it = iter(flat)

@@ -31,14 +31,24 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from evstate.errors import StorageError, StoreClosedError
-from evstate.events import Event, EventRecord
-from evstate.backends.follower.audit import AuditMethods, check_name
-from evstate.backends.follower.files import Progress
+from evstate.backends.file.cursors import read_cursor_file
+from evstate.backends.file.diskio import DiskIO
+from evstate.backends.file.layout import FOLLOWERS_DIR, TRIGGERS_FILE
+from evstate.backends.file.lock import owner_pid
+from evstate.backends.file.restore import DIRECTORY_RESTORE
+from evstate.backends.follower.cursors import FollowerCursors
 from evstate.backends.follower.live import LiveLog
-from evstate.backends.follower.triggers import FollowerTrigger, FollowerTriggers, Handler
-from evstate.core.triggers import register_or_decorate
-from evstate.values import decode_value
+from evstate.core.audit import AuditMethods
+from evstate.core.feed import RecordFeed
+from evstate.core.lifecycle import Closable
+from evstate.core.log_source import Progress
+from evstate.core.reads import TableReads
+from evstate.core.replay import Scopes
+from evstate.core.triggers.api import TriggerMethods
+from evstate.core.triggers.manager import TriggerManager
+from evstate.core.writes import encode_checked
+from evstate.errors import StorageError
+from evstate.events import Event, EventRecord
 
 if TYPE_CHECKING:  # watchdog itself is imported when a follower starts watching
     from watchdog.observers.api import BaseObserver
@@ -48,7 +58,7 @@ __all__ = ["POLL_INTERVAL", "Follower", "follow"]
 log = logging.getLogger("evstate")
 
 POLL_INTERVAL = 0.05  # seconds between polls: the safety net under the directory watch
-FOLLOWERS_DIR = "followers"
+_IO = DiskIO()
 
 
 def follow(
@@ -83,14 +93,18 @@ def follow(
     )
 
 
-class Follower(AuditMethods):
+class Follower(Closable, TableReads, AuditMethods, TriggerMethods):
     """A read-only, live view of a store directory owned by another process.
 
     Reads (``get``, ``list``, ``list_values``, ``list_groups``) answer from memory, like the
     store's, and see the owner's writes once the follower has read them (:attr:`revision`).
     ``history``, ``events``, ``at``, ``restore_to``, ``stats`` and ``verify`` read the owner's
-    retained files. Thread-safe. Use :func:`follow` to open one; close it (or use ``with``).
+    retained files with the store's rules (the same code answers both). Triggers are
+    projections with cursor files of their own (:meth:`trigger`). Thread-safe. Use
+    :func:`follow` to open one; close it (or use ``with``).
     """
+
+    _restore_writer = DIRECTORY_RESTORE
 
     def __init__(
         self,
@@ -107,11 +121,19 @@ class Follower(AuditMethods):
         if not os.path.isdir(directory):
             raise StorageError(f"no store directory at {directory}")
         self._path = directory
+        self._closed = False
         self._live = LiveLog(directory, progress)
-        self._triggers = FollowerTriggers(
-            self,
+        self._table = self._live.table
+        self._source = self._live.timeline
+        self._feed: RecordFeed = self._live.feed
+        cursors = FollowerCursors(
             os.path.abspath(os.fspath(cursor_dir or os.path.join(directory, FOLLOWERS_DIR))),
+            _IO,
+            self._live.sync,
         )
+        self._triggers = TriggerManager(self, cursors, enabled=True)
+        if not live:  # nobody polls for the runners: they poll on their own, often
+            self._triggers.delivery.idle = 0.05
         self._interval = poll_interval
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -192,20 +214,15 @@ class Follower(AuditMethods):
         return self._live.timestamp
 
     @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._live.closed
-
-    @property
     def problem(self) -> str | None:
         """Damage in the owner's files that stops the follower at :attr:`revision`, if any."""
         return self._live.problem
 
-    def _check_open(self) -> None:
-        if self._live.closed:
-            raise StoreClosedError("the follower is closed")
-
     # ---- keeping up ---------------------------------------------------------------------
+
+    def _wait_past(self, revision: int, timeout: float) -> None:
+        live = self._live
+        self._feed.wait(lambda: live.revision > revision or live.closed, timeout)
 
     def refresh(self) -> int:
         """Read what the owner has written so far, now; returns :attr:`revision`."""
@@ -225,36 +242,8 @@ class Follower(AuditMethods):
                 self._live.poll()
                 time.sleep(min(step, 0.01))
             else:
-                self._live.wait_past(self._live.revision, step, None)
+                self._wait_past(self._live.revision, step)
         return self._live.revision >= revision
-
-    # ---- state reads (as the store's) ------------------------------------------------------
-
-    def get(self, scope: str, key: str) -> Any:
-        """The owner's value of ``scope/key`` as last read (a fresh copy), or ``None``."""
-        self._check_open()
-        check_name("scope", scope)
-        check_name("key", key)
-        raw = self._live.table.get(scope, key)
-        return None if raw is None else decode_value(raw)
-
-    def list(self, scope: str) -> dict[str, Any]:
-        """Every ``key: value`` of ``scope``, in sorted key order (``{}`` if none)."""
-        self._check_open()
-        check_name("scope", scope)
-        items = self._live.table.items(scope)
-        return {key: decode_value(items[key]) for key in sorted(items)}
-
-    def list_values(self, scope: str) -> builtins.list[Any]:
-        """The values of ``scope`` in key insertion order (iii ``state::list``)."""
-        self._check_open()
-        check_name("scope", scope)
-        return [decode_value(raw) for raw in self._live.table.items(scope).values()]
-
-    def list_groups(self) -> dict[str, builtins.list[str]]:
-        """``{"groups": [...]}``: sorted scopes holding at least one key."""
-        self._check_open()
-        return {"groups": self._live.table.scopes()}
 
     # ---- live events ----------------------------------------------------------------------
 
@@ -287,7 +276,7 @@ class Follower(AuditMethods):
                     self._live.poll()
                     time.sleep(0.01)
                 else:
-                    self._live.wait_past(position, 0.25, None)
+                    self._wait_past(position, 0.25)
                 continue
             for record in self._live.records(position + 1, head):
                 position = record.revision
@@ -295,100 +284,106 @@ class Follower(AuditMethods):
                     idle_since = time.monotonic()
                     yield record.to_event()
 
-    # ---- follower triggers (docs: evstate/follower_triggers.py) -----------------------------
+    # ---- what the audit, the reads and the trigger runners need -------------------------
 
-    def trigger(
-        self,
-        name: str,
-        handler: Handler | None = None,
-        *,
-        scope: str | None = None,
-        key: str | None = None,
-        condition: Handler | None = None,
-        start: str | int = "latest",
-    ) -> Any:
-        """Run a projection of the owner's events in this process; usable as a decorator.
+    def _audit_head(self) -> int:
+        return self._live.revision
 
-        As ``Store.trigger`` (``name`` is durable: its cursor file survives restarts;
-        ``start`` applies to a new name only: ``"latest"``, ``"earliest"`` or a revision),
-        except that ``event.store`` is read-only here and the trigger does not pin the owner's
-        history. Returns a :class:`FollowerTrigger`, or the function when used as a decorator.
+    def _live_state(self) -> tuple[int, Scopes]:
+        with self._live.lock:
+            return self._live.revision, self._live.table.scope_map()
 
-        Raises:
-            InvalidRequestError: bad arguments, or the name is already registered here.
-            StoreLockedError: another process runs a follower trigger of that name.
-            HistoryCompactedError: its cursor (or ``start``) is before the retained history.
-        """
-        self._check_open()
-
-        def register(fn: Handler) -> FollowerTrigger:
-            return self._triggers.register(
-                name, fn, scope=scope, key=key, condition=condition, start=start
-            )
-
-        return register_or_decorate(register, handler)
-
-    def unregister_trigger(self, name: str) -> None:
-        """Stop delivering to ``name``; its cursor file is written and kept."""
-        self._triggers.unregister(name)
-
-    def delete_trigger(self, name: str) -> None:
-        """Unregister ``name`` and remove its cursor file."""
-        self._triggers.delete(name)
-
-    def replay_trigger(self, name: str, from_revision: int) -> None:
-        """Move ``name``'s cursor so that delivery continues at ``from_revision``."""
-        self._triggers.replay(name, from_revision)
-
-    def wait_for_triggers(self, revision: int | None = None, timeout: float | None = None) -> None:
-        """Return once every registered follower trigger has processed ``revision``.
-
-        Raises:
-            TriggerTimeoutError: ``timeout`` seconds passed first.
-        """
-        self._triggers.wait(self._live.revision if revision is None else revision, timeout)
-
-    def trigger_status(self) -> dict[str, dict[str, Any]]:
-        """Per follower trigger (registered here or with a cursor file): cursor, lag, parked."""
-        return self._triggers.status(self._live.revision)
-
-    def parked_events(self, name: str) -> builtins.list[dict[str, Any]]:
-        """The dead letters of follower trigger ``name``."""
-        return self._triggers.parked(name)
-
-    def replay_parked(self, name: str, revision: int | None = None) -> int:
-        """Run ``name``'s handler again on its parked events (all, or one); returns successes."""
-        return self._triggers.replay_parked(name, revision)
-
-    def drop_parked(self, name: str, revision: int | None = None) -> int:
-        """Forget ``name``'s parked events (all, or one); returns how many."""
-        return self._triggers.drop_parked(name, revision)
-
-    # ---- host interface for the trigger runners -------------------------------------------
+    def _visible_revision(self) -> int:
+        if self._thread is None:  # not live: read what is new on the runners' behalf
+            self._live.poll()
+        return self._live.revision
 
     def _records(self, low: int, high: int) -> Iterator[EventRecord]:
         return self._live.records(low, high)
 
     def _oldest_revision(self) -> int:
-        return self._live.history.oldest_revision()
+        return self._source.oldest_revision()
 
-    def _wait_past(self, revision: int, timeout: float, stop: threading.Event) -> None:
-        if self._thread is None:  # not live: poll on behalf of the runner
-            self._live.poll()
-        self._live.wait_past(revision, timeout if self._thread else min(timeout, 0.05), stop)
+    def _encode_checked(self, value: Any) -> bytes:
+        return encode_checked(value, None)  # never called: the context is read-only
 
-    def _wake_waiters(self) -> None:
-        self._live.wake_waiters()
+    # ---- checks and numbers -----------------------------------------------------------------
 
-    def _sync_log(self) -> None:
+    def verify(self, *, progress: Progress | None = None) -> builtins.list[str]:
+        """Check the owner's files read-only; returns the problems (empty when healthy).
+
+        The store's checks (every record checksum, revision continuity, every snapshot,
+        newest snapshot + replay == full replay == this follower's state), up to
+        :attr:`revision`; safe while the owner writes. A torn tail at the end of the newest
+        segment is not a problem (the owner is writing it, or cuts it off at its next open).
+        """
+        problem = self._live.problem
+        return ([problem] if problem else []) + super().verify(progress=progress)
+
+    def stats(self) -> dict[str, Any]:
+        """``Store.stats``'s numbers as seen from here, plus ``owner_pid`` and ``problem``.
+
+        ``durable_revision`` is :attr:`revision`: the segment being read is fsynced first.
+        """
+        self._check_open()
+        revision = self._live.revision
         self._live.sync()
+        table = self._live.table
+        result: dict[str, Any] = {
+            "revision": revision,
+            "durable_revision": revision,
+            "keys": table.key_count(),
+            "scopes": len(table.scopes()),
+        }
+        result.update(self._source.stats())
+        result["owner_pid"] = owner_pid(self._path)
+        result["watching"] = self._observer is not None
+        result["problem"] = self._live.problem
+        return result
+
+    def _owner_cursor_file(self) -> dict[str, Any]:
+        try:
+            found = read_cursor_file(_IO, os.path.join(self._path, TRIGGERS_FILE))
+        except (OSError, ValueError) as exc:  # a bad file must not stop reads
+            log.warning("evstate follower: ignoring the owner's unreadable cursor file: %s", exc)
+            return {}
+        return {} if found is None else dict(found[0])
+
+    def owner_triggers(self) -> dict[str, dict[str, Any]]:
+        """The owner's triggers as its files show them: ``cursor``, ``lag``, ``parked``.
+
+        ``cursor`` is the highest of ``triggers.cbor``, the snapshot and the batch records
+        read (as the owner computes it at open); whether a trigger is registered in the
+        owner right now is not visible from here.
+        """
+        self._check_open()
+        saved = self._owner_cursor_file()
+        head = self._live.revision
+        seen = self._live.owner_cursors
+        result = {}
+        for name in sorted(set(saved) | set(seen)):
+            entry = saved.get(name)
+            cursor = max(entry.cursor if entry else 0, seen.get(name, 0))
+            result[name] = {
+                "cursor": cursor,
+                "lag": max(head - cursor, 0),
+                "parked": len(entry.parked) if entry else 0,
+            }
+        return result
+
+    def owner_parked(self, name: str) -> builtins.list[dict[str, Any]]:
+        """The owner's parked events of trigger ``name`` (from its ``triggers.cbor``)."""
+        self._check_open()
+        entry = self._owner_cursor_file().get(name)
+        return list(entry.parked) if entry else []
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop triggers (writing their cursors), stop following, close files. Idempotent."""
-        if self._live.closed:
+        if self._closed:
             return
+        self._closed = True
         self._triggers.close()
         self._stop.set()
         self._wake.set()
@@ -398,12 +393,6 @@ class Follower(AuditMethods):
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         self._live.close()
-
-    def __enter__(self) -> Follower:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"revision={self.revision}"

@@ -10,32 +10,37 @@
 - a record that is not complete yet is not visible yet; nothing is ever truncated.
 
 Threading: one poller at a time (``_poll_lock``); state changes happen under ``lock`` and
-wake ``changed``; reads of :attr:`table` take no lock (one dict operation each, atomic under
-the GIL, as in the owner's store), and a resync swaps in a whole new table at once.
+wake the feed's waiters; reads of :attr:`table` take no lock (one dict operation each,
+atomic under the GIL, as in the owner's store), and a resync swaps in a whole new table at
+once. History (``history``, ``at()``, ``verify``) is the file store's own
+:class:`~evstate.backends.file.timeline.FileTimeline` over the owner's files.
 """
 
 from __future__ import annotations
 
 import builtins
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from evstate.backends.file.diskio import DiskIO
+from evstate.backends.file.segment import list_segments
+from evstate.backends.file.timeline import FileTimeline, file_size
+from evstate.backends.follower.tail import SegmentTail, newest_snapshot
+from evstate.core.feed import RecordFeed
+from evstate.core.log_source import Progress
 from evstate.core.table import StateTable
-from evstate.errors import CorruptionError, HistoryCompactedError
+from evstate.errors import CorruptionError
 from evstate.events import EventRecord, LogEntry
-from evstate.backends.follower.history import FollowerHistory
-from evstate.backends.follower.files import Progress, SegmentTail, list_segments, newest_snapshot
 
-__all__ = ["FEED_CAPACITY", "LiveLog"]
+__all__ = ["LiveLog"]
 
 log = logging.getLogger("evstate")
 
-FEED_CAPACITY = 65_536  # recent records kept for tails and follower triggers
 _LOAD_ATTEMPTS = 5
+_IO = DiskIO()  # only its read methods are used: a follower never writes the owner's files
 
 
 class _Retry(Exception):
@@ -44,6 +49,32 @@ class _Retry(Exception):
 
 class _Gap(Exception):
     """The next record is not the next revision: what was expected is gone."""
+
+
+def _after(
+    entries: builtins.list[tuple[int, LogEntry]], revision: int
+) -> Iterator[tuple[int, EventRecord]]:
+    """``(offset, record)`` of the records after ``revision``, which must be consecutive.
+
+    Raises:
+        _Gap: the next record is not the next revision.
+    """
+    for offset, entry in entries:
+        for record in entry.records:
+            if record.revision <= revision:
+                continue
+            if record.revision != revision + 1:
+                raise _Gap(f"revision {record.revision} where {revision + 1} was expected")
+            revision = record.revision
+            yield offset, record
+
+
+def _note_cursors(entries: builtins.list[tuple[int, LogEntry]], cursors: dict[str, int]) -> None:
+    """Keep the highest trigger cursor each batch record carries (the owner's triggers)."""
+    for _offset, entry in entries:
+        if entry.cursor is not None:
+            name, cursor = entry.cursor
+            cursors[name] = max(cursor, cursors.get(name, 0))
 
 
 @dataclass
@@ -69,8 +100,7 @@ class LiveLog:
         """
         self.directory = directory
         self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)
-        self.history = FollowerHistory(directory, self.lock)
+        self.timeline = FileTimeline(directory, _IO, self.lock, lambda: self.revision)
         self.table = StateTable()
         self.revision = 0
         self.timestamp: int | None = None
@@ -78,8 +108,7 @@ class LiveLog:
         self.problem: str | None = None  # damage that stops the follower, if any
         self.closed = False
         self._tail: SegmentTail | None = None
-        self._feed: builtins.list[EventRecord] = []
-        self._feed_first = 1
+        self.feed = RecordFeed(1)
         self._poll_lock = threading.Lock()
         self._install(self._rebuild(None, progress), initial=True)
 
@@ -98,7 +127,7 @@ class LiveLog:
     def _load_once(self, keep_after: int | None, progress: Progress | None) -> _Loaded:
         snap = newest_snapshot(self.directory)
         base = snap.revision if snap else 0
-        segments = list_segments(self.directory)
+        segments = list_segments(self.directory, _IO)
         starts = [i for i, (first, _) in enumerate(segments) if first <= base + 1]
         if segments and not starts:
             raise _Retry(
@@ -116,7 +145,7 @@ class LiveLog:
             dict(snap.cursors) if snap else {},
         )
         todo = segments[starts[-1] :] if segments else []
-        total = sum(_size(path) for _, path in todo)
+        total = sum(file_size(path) for _, path in todo)
         done = 0
         for i, (first, path) in enumerate(todo):
             if loaded.tail is not None:
@@ -145,7 +174,7 @@ class LiveLog:
                     path=path,
                     offset=tail.offset,
                 )
-            done += _size(path)
+            done += file_size(path)
             if progress is not None:
                 progress(min(done, total), total)
         return loaded
@@ -158,33 +187,23 @@ class LiveLog:
         keep_after: int | None,
     ) -> None:
         apply = loaded.table.apply
-        for offset, entry in entries:
-            for record in entry.records:
-                if record.revision <= loaded.revision:
-                    continue
-                if record.revision != loaded.revision + 1:
-                    raise _Gap(
-                        f"revision {record.revision} where {loaded.revision + 1} was expected"
-                    )
-                apply(record)
-                loaded.revision = record.revision
-                loaded.timestamp = record.timestamp
-                if keep_after is not None and record.revision > keep_after:
-                    loaded.kept.append((record, segment, offset))
-            if entry.cursor is not None:
-                name, cursor = entry.cursor
-                loaded.cursors[name] = max(cursor, loaded.cursors.get(name, 0))
+        for offset, record in _after(entries, loaded.revision):
+            apply(record)
+            loaded.revision = record.revision
+            loaded.timestamp = record.timestamp
+            if keep_after is not None and record.revision > keep_after:
+                loaded.kept.append((record, segment, offset))
+        _note_cursors(entries, loaded.cursors)
 
     def _install(self, loaded: _Loaded, *, initial: bool = False) -> None:
         with self.lock:
             old_tail, old_revision = self._tail, self.revision
-            self.table = loaded.table  # readers switch to the new table in one step
+            self.table.take(loaded.table)  # readers switch to the new state in one step
             self.revision, self.timestamp = loaded.revision, loaded.timestamp
             self._tail = loaded.tail
             for name, cursor in loaded.cursors.items():
                 self.owner_cursors[name] = max(cursor, self.owner_cursors.get(name, 0))
-            self.history.head = loaded.revision
-            self.history.forget_index()
+            self.timeline.forget_index()
             if initial or loaded.revision < old_revision:
                 if not initial:
                     log.warning(
@@ -194,22 +213,15 @@ class LiveLog:
                         old_revision,
                         loaded.revision,
                     )
-                self._feed, self._feed_first = [], loaded.revision + 1
+                self.feed.reset(loaded.revision + 1)
             elif loaded.base > old_revision:
                 # Compacted before we read it: the feed restarts after the snapshot.
-                self._feed = [record for record, _, _ in loaded.kept]
-                self._feed_first = loaded.base + 1
+                self.feed.reset(loaded.base + 1, [record for record, _, _ in loaded.kept])
             else:
-                self._feed.extend(record for record, _, _ in loaded.kept)
-            self._trim_feed()
-            self.changed.notify_all()
+                self.feed.extend([record for record, _, _ in loaded.kept])
+        self.feed.notify()
         if old_tail is not None and old_tail is not loaded.tail:
             old_tail.close()
-
-    def _trim_feed(self) -> None:
-        if len(self._feed) > 2 * FEED_CAPACITY:
-            del self._feed[:FEED_CAPACITY]
-            self._feed_first += FEED_CAPACITY
 
     def _resync(self) -> None:
         self._install(self._rebuild(self.revision, None))
@@ -219,25 +231,15 @@ class LiveLog:
     def _apply(self, entries: builtins.list[tuple[int, LogEntry]], segment: int) -> None:
         with self.lock:
             try:
-                for offset, entry in entries:
-                    for record in entry.records:
-                        if record.revision <= self.revision:
-                            continue
-                        if record.revision != self.revision + 1:
-                            raise _Gap(
-                                f"revision {record.revision} where {self.revision + 1} was expected"
-                            )
-                        self.table.apply(record)
-                        self.history.recorded(record, segment, offset)
-                        self._feed.append(record)
-                        self.revision = self.history.head = record.revision
-                        self.timestamp = record.timestamp
-                    if entry.cursor is not None:
-                        name, cursor = entry.cursor
-                        self.owner_cursors[name] = max(cursor, self.owner_cursors.get(name, 0))
+                for offset, record in _after(entries, self.revision):
+                    self.table.apply(record)
+                    self.timeline.recorded(record, segment, offset)
+                    self.feed.append(record)
+                    self.revision = record.revision
+                    self.timestamp = record.timestamp
+                _note_cursors(entries, self.owner_cursors)
             finally:
-                self._trim_feed()
-                self.changed.notify_all()
+                self.feed.notify()
 
     def poll(self) -> bool:
         """Read whatever the owner has written since the last poll; True if anything was.
@@ -277,9 +279,9 @@ class LiveLog:
                         path=tail.path,
                         offset=tail.offset,
                     )
-                segments = list_segments(self.directory)
+                segments = list_segments(self.directory, _IO)
                 with self.lock:
-                    self.history.saw_segments(segments)
+                    self.timeline.saw_segments(segments)
                 newer = [s for s in segments if s[0] > tail.first]
                 if not newer:
                     if tail.replaced():  # a crashed owner's next open re-created it
@@ -308,9 +310,9 @@ class LiveLog:
         return progressed
 
     def _open_first(self) -> bool:
-        segments = list_segments(self.directory)
+        segments = list_segments(self.directory, _IO)
         with self.lock:
-            self.history.saw_segments(segments)
+            self.timeline.saw_segments(segments)
         candidates = [s for s in segments if s[0] <= self.revision + 1]
         if not segments:
             return False
@@ -334,42 +336,7 @@ class LiveLog:
         Raises:
             HistoryCompactedError: some of them were compacted by the owner.
         """
-        with self.lock:
-            first = self._feed_first
-            if low >= first:
-                return iter(self._feed[low - first : high - first + 1])
-        oldest = self.history.oldest_revision()
-        if low < oldest:
-            raise HistoryCompactedError(
-                f"revision {low} is before the retained history (revision {oldest})",
-                horizon=oldest,
-            )
-        return self._catch_up(low, high, first)
-
-    def _catch_up(self, low: int, high: int, first: int) -> Iterator[EventRecord]:
-        expected = low
-        for record in self.history.scan(low, min(high, first - 1)):
-            if record.revision != expected:  # a segment went between listing and reading
-                raise HistoryCompactedError(
-                    f"revisions from {expected} were compacted while being read",
-                    horizon=record.revision,
-                )
-            expected += 1
-            yield record
-        if high >= first:
-            yield from self.records(max(expected, first), high)
-
-    def wait_past(self, revision: int, timeout: float, stop: threading.Event | None) -> None:
-        """Return when :attr:`revision` passes ``revision``, ``stop`` is set, or on timeout."""
-        with self.changed:
-            if self.revision > revision or self.closed or (stop is not None and stop.is_set()):
-                return
-            self.changed.wait(timeout)
-
-    def wake_waiters(self) -> None:
-        """Wake every :meth:`wait_past` (to notice a stop)."""
-        with self.changed:
-            self.changed.notify_all()
+        return self.feed.records(low, high, self.timeline)
 
     def sync(self) -> None:
         """Fdatasync the segment being read (read-only descriptor); see SegmentTail.sync."""
@@ -384,13 +351,6 @@ class LiveLog:
             with self.lock:
                 self.closed = True
                 tail, self._tail = self._tail, None
-                self.changed.notify_all()
+            self.feed.notify()
             if tail is not None:
                 tail.close()
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0

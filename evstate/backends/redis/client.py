@@ -5,9 +5,9 @@ exceptions into evstate's: an unreachable, restarting or read-only Redis raises
 :class:`BackendUnavailableError` (a :class:`~evstate.errors.StorageError`) once a few quick
 attempts have failed; any other Redis failure raises ``StorageError``. Retrying is safe
 because every write carries a request id that the commit script remembers
-(:data:`~evstate.backends.redis.scripts.REQUEST_TTL_MS`): a write whose first attempt did reach Redis
-is recognised and not applied twice. redis-py reconnects on the next call by itself, so a
-store outlives any outage.
+(:data:`~evstate.backends.redis.scripts.REQUEST_TTL_MS`): a write whose first attempt did
+reach Redis is recognised and not applied twice. redis-py reconnects on the next call by
+itself, so a store outlives any outage.
 
 Values are stored as compact JSON text (UTF-8), as the iii engine's redis adapter does.
 """
@@ -26,12 +26,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from evstate.errors import BackendUnavailableError, CorruptionError, StorageError
 from evstate.backends.redis.scripts import (
     BISECT,
     COMMIT,
     DELETE_TRIGGER,
-    FETCH,
     INIT,
     LEASE,
     LIVE_STATE,
@@ -41,16 +39,23 @@ from evstate.backends.redis.scripts import (
     REPLAY,
     TRIM,
 )
+from evstate.errors import BackendUnavailableError, CorruptionError, StorageError
+from evstate.events import EVENT_TYPE_CODES, EventRecord
+from evstate.values import encode_value
 
 __all__ = [
     "Backend",
     "BackendUnavailableError",
-    "LogEntry",
+    "StreamEntry",
     "decode_name",
     "dump_value",
+    "json_to_cbor",
     "load_value",
+    "new_request_id",
     "parse_entry",
     "redact_url",
+    "sleep_jitter",
+    "to_record",
 ]
 
 T = TypeVar("T")
@@ -59,7 +64,6 @@ _SCRIPTS = {
     "init": INIT,
     "commit": COMMIT,
     "put": PUT,
-    "fetch": FETCH,
     "lease": LEASE,
     "register": REGISTER,
     "replay": REPLAY,
@@ -107,8 +111,12 @@ def decode_name(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogatepass")
 
 
-class LogEntry(NamedTuple):
-    """One stream entry of ``evstate:log``: values as stored JSON text (``None``: absent)."""
+class StreamEntry(NamedTuple):
+    """One stream entry of ``evstate:log``: values as stored JSON text (``None``: absent).
+
+    The redis store's own form of an event; :func:`to_record` turns it into the
+    :class:`~evstate.events.EventRecord` every other part of evstate reads.
+    """
 
     revision: int
     timestamp: int
@@ -120,7 +128,7 @@ class LogEntry(NamedTuple):
     entry_id: bytes
 
 
-def parse_entry(entry_id: bytes, fields: Any) -> LogEntry:
+def parse_entry(entry_id: bytes, fields: Any) -> StreamEntry:
     """Parse a stream entry (redis-py's dict form or a script's flat list form).
 
     Raises:
@@ -134,7 +142,7 @@ def parse_entry(entry_id: bytes, fields: Any) -> LogEntry:
         event_type = fields[b"type"].decode()
         if event_type not in ("created", "updated", "deleted"):
             raise ValueError(f"unknown event type {event_type!r}")
-        return LogEntry(
+        return StreamEntry(
             revision,
             int(fields[b"ts"]),
             event_type,
@@ -146,6 +154,25 @@ def parse_entry(entry_id: bytes, fields: Any) -> LogEntry:
         )
     except (KeyError, ValueError, AttributeError) as exc:
         raise CorruptionError(f"stream entry {entry_id!r} is malformed: {exc}") from None
+
+
+def json_to_cbor(text: bytes | None, where: str = "") -> bytes | None:
+    """A stored JSON text as the encoded value evstate's records carry (None stays None)."""
+    return None if text is None else encode_value(load_value(text, where))
+
+
+def to_record(entry: StreamEntry) -> EventRecord:
+    """The stream entry as an :class:`~evstate.events.EventRecord` (values CBOR-encoded)."""
+    where = f"revision {entry.revision}"
+    return EventRecord(
+        entry.revision,
+        entry.timestamp,
+        EVENT_TYPE_CODES[entry.event_type],
+        entry.scope,
+        entry.key,
+        json_to_cbor(entry.old, where),
+        json_to_cbor(entry.new, where),
+    )
 
 
 class Backend:

@@ -1,7 +1,7 @@
 """The redis adapter's key layout and its Lua scripts (docs/scaling.md, "Data layout").
 
 Every state change runs as ONE Lua script (:data:`COMMIT`), so Redis applies the hash write,
-the revision counter, the stream entry and (for trigger commits) the XACK and cursor move
+the revision counter, the stream entry and (for trigger commits) the cursor move
 atomically: no client ever sees one without the others. Scripts check everything that can
 fail (request already applied, lease lost, compare-and-set mismatch, wrong key type) before
 their first write, because Redis does not roll back a script that fails half-way.
@@ -15,8 +15,7 @@ Key layout (one logical store per Redis database):
 - ``evstate:req:<id>``: result of an applied write, kept ``REQUEST_TTL_MS`` (retry dedup);
 - ``evstate:triggers`` (set of names), ``evstate:trigger:<name>`` (hash: ``cursor``,
   ``hb:<consumer>`` heartbeats, ``holder``), ``evstate:lease:<name>`` (lease token),
-  ``evstate:parked:<name>`` (hash revision -> JSON dead letter), and one consumer group
-  per trigger name on ``evstate:log``;
+  ``evstate:parked:<name>`` (hash revision -> JSON dead letter);
 - ``evstate:snaps`` (sorted set of snapshot revisions), ``evstate:snap:<rev>`` (hash:
   ``timestamp``, ``chunks``, ``keys``, ``bytes``, ``crcs``), ``evstate:snapchunk:<rev>:<i>``
   (JSON array of ``[scope, key, value JSON text]``);
@@ -31,7 +30,6 @@ __all__ = [
     "BISECT",
     "COMMIT",
     "DELETE_TRIGGER",
-    "FETCH",
     "FORMAT_VERSION",
     "INIT",
     "LEASE",
@@ -111,9 +109,27 @@ _HELPERS = """
 local function num(x) return string.format('%.0f', x) end
 """
 
+# Every state:* hash once (SCAN may return a key twice), in SCAN order.
+_EACH_STATE_HASH = """
+local function each_state_hash(visit)
+  local cursor, seen = '0', {}
+  repeat
+    local r = redis.call('SCAN', cursor, 'MATCH', 'state:*', 'COUNT', 1000, 'TYPE', 'hash')
+    cursor = r[1]
+    for _, k in ipairs(r[2]) do
+      if not seen[k] then
+        seen[k] = true
+        visit(k)
+      end
+    end
+  until cursor == '0'
+end
+"""
+
 INIT = (
     "#!lua\n"
     + _HELPERS
+    + _EACH_STATE_HASH
     + """
 -- KEYS[1] meta, KEYS[2] snapshots zset; ARGV[1] format version, ARGV[2] chunk size.
 -- First open of this database: create the meta hash; if iii (or anything) already stored
@@ -121,7 +137,7 @@ INIT = (
 local fmt = redis.call('HGET', KEYS[1], 'format')
 if fmt then return {'exists', fmt} end
 local size = tonumber(ARGV[2])
-local chunk, n, chunks, total, cursor, seen = {}, 0, 0, 0, '0', {}
+local chunk, n, chunks, total = {}, 0, 0, 0
 local function flush()
   if n == 0 then return end
   local body = cjson.encode(chunk)
@@ -129,23 +145,16 @@ local function flush()
   chunks = chunks + 1
   chunk, n = {}, 0
 end
-repeat
-  local r = redis.call('SCAN', cursor, 'MATCH', 'state:*', 'COUNT', 1000, 'TYPE', 'hash')
-  cursor = r[1]
-  for _, k in ipairs(r[2]) do
-    if not seen[k] then
-      seen[k] = true
-      local scope = string.sub(k, 7)
-      local kv = redis.call('HGETALL', k)
-      for j = 1, #kv, 2 do
-        n = n + 1
-        total = total + 1
-        chunk[n] = {scope, kv[j], kv[j + 1]}
-        if n >= size then flush() end
-      end
-    end
+each_state_hash(function(k)
+  local scope = string.sub(k, 7)
+  local kv = redis.call('HGETALL', k)
+  for j = 1, #kv, 2 do
+    n = n + 1
+    total = total + 1
+    chunk[n] = {scope, kv[j], kv[j + 1]}
+    if n >= size then flush() end
   end
-until cursor == '0'
+end)
 flush()
 if total > 0 then
   redis.call('HSET', 'evstate:snap:0', 'timestamp', '0', 'chunks', num(chunks),
@@ -164,22 +173,21 @@ COMMIT = (
 -- KEYS: [1] meta, [2] log, [3] request key, [4] trigger hash, [5] lease, [6] parked hash,
 --       [7..] state hashes (referenced by index below).
 -- ARGV: [1] request ttl ms ('' = no dedup), [2] lease token ('' = no lease check),
---       [3] group ('' = no XACK), [4] cursor ('' = keep), [5] parked mode ('', 'take', 'put'),
---       [6] parked field, [7] parked value, [8] #cas, [9] #writes, [10] #acks, then
+--       [3] trigger name, [4] cursor ('' = keep), [5] parked mode ('', 'take', 'put'),
+--       [6] parked field, [7] parked value, [8] #cas, [9] #writes, then
 --       cas:   key index, field, present ('1'/'0'), expected text
 --       write: key index, scope, field, mode ('s' set / 'd' delete), new text
---       ack:   stream id
 -- Returns {'ok', revision, timestamp, old_1, ...}, {'dup', 'revision:timestamp'}, {'lease'},
 -- {'conflict'} or {'gone'}. Nothing is written unless the first element is 'ok'.
 local meta, logk = KEYS[1], KEYS[2]
-local ncas, nwrites, nacks = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local ncas, nwrites = tonumber(ARGV[8]), tonumber(ARGV[9])
 if ARGV[1] ~= '' then
   local done = redis.call('GET', KEYS[3])
   if done then return {'dup', done} end
 end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[2] then return {'lease'} end
 if ARGV[5] == 'take' and redis.call('HEXISTS', KEYS[6], ARGV[6]) == 0 then return {'gone'} end
-local i = 11
+local i = 10
 for _ = 1, ncas do
   local current = redis.call('HGET', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
   if ARGV[i + 2] == '1' then
@@ -223,10 +231,6 @@ if nwrites > 0 then
   end
   redis.call('HSET', meta, 'revision', num(rev), 'timestamp', ts)
   result[2], result[3] = num(rev), ts
-end
-for _ = 1, nacks do
-  redis.call('XACK', logk, ARGV[3], ARGV[i])
-  i = i + 1
 end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], 'cursor', ARGV[4]) end
 if ARGV[5] == 'take' then redis.call('HDEL', KEYS[6], ARGV[6])
@@ -283,23 +287,6 @@ redis.call('SET', KEYS[3], rev .. ':' .. ts, 'PX', ARGV[1])
 return {'ok', rev, ts, old}
 """
 
-FETCH = """#!lua
--- KEYS[1] lease, KEYS[2] log; ARGV[1] token, [2] group, [3] consumer, [4] count.
--- Only the lease holder reads. The group's pending entries (a crashed or fenced-off
--- holder's) come first, claimed in ID order; then new entries.
--- Returns {'lease'} or {'claimed' | 'new', entries, deleted ids}.
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lease'} end
-local pending = redis.call('XPENDING', KEYS[2], ARGV[2])
-if tonumber(pending[1]) > 0 then
-  local r = redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, '0-0', 'COUNT', ARGV[4])
-  return {'claimed', r[2], r[3]}
-end
-local r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4],
-                     'STREAMS', KEYS[2], '>')
-if not r then return {'new', {}, {}} end
-return {'new', r[1][2], {}}
-"""
-
 LOCK = """#!lua
 -- KEYS[1] lock; ARGV[1] token, [2] ttl ms, [3] 'acquire' | 'release'. 1 held, 0 not.
 local current = redis.call('GET', KEYS[1])
@@ -353,7 +340,7 @@ REGISTER = (
     "#!lua\n"
     + _HELPERS
     + """
--- KEYS[1] trigger hash, [2] meta, [3] log, [4] trigger set; ARGV[1] name, [2] start
+-- KEYS[1] trigger hash, [2] meta, [3] (unused), [4] trigger set; ARGV[1] name, [2] start
 -- ('latest', 'earliest' or a revision >= 1), [3] now ms, [4] the registering consumer.
 -- Returns {'existing' | 'created', cursor, horizon} or {'compacted', horizon}.
 local horizon = tonumber(redis.call('HGET', KEYS[2], 'horizon') or '0')
@@ -375,10 +362,6 @@ else
   redis.call('SADD', KEYS[4], ARGV[1])
 end
 redis.call('HSET', KEYS[1], 'hb:' .. ARGV[4], ARGV[3])
-local made = redis.pcall('XGROUP', 'CREATE', KEYS[3], ARGV[1], num(cursor) .. '-0', 'MKSTREAM')
-if type(made) == 'table' and made.err and not string.find(made.err, 'BUSYGROUP') then
-  return redis.error_reply(made.err)
-end
 return {state, num(cursor), num(horizon)}
 """
 )
@@ -387,25 +370,15 @@ REPLAY = (
     "#!lua\n"
     + _HELPERS
     + """
--- KEYS[1] trigger hash, [2] meta, [3] log, [4] lease; ARGV[1] name, [2] from revision.
--- Moves the group and the cursor to from - 1, acknowledges everything pending, and revokes
--- the lease, so the holder drops what it has in hand and delivery resumes there.
+-- KEYS[1] trigger hash, [2] meta, [3] (unused), [4] lease; ARGV[1] name, [2] from revision.
+-- Moves the cursor to from - 1 and revokes the lease, so the holder's next commit is
+-- fenced off, it drops what it has in hand, and delivery resumes there.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local horizon = tonumber(redis.call('HGET', KEYS[2], 'horizon') or '0')
 local from = tonumber(ARGV[2])
 if from <= horizon then return {'compacted', num(horizon)} end
 local head = tonumber(redis.call('HGET', KEYS[2], 'revision') or '0')
 local cursor = math.min(from - 1, head)
-local id = num(cursor) .. '-0'
-local moved = redis.pcall('XGROUP', 'SETID', KEYS[3], ARGV[1], id)
-if type(moved) == 'table' and moved.err then
-  redis.call('XGROUP', 'CREATE', KEYS[3], ARGV[1], id, 'MKSTREAM')
-end
-while true do
-  local pending = redis.call('XPENDING', KEYS[3], ARGV[1], '-', '+', 1000)
-  if #pending == 0 then break end
-  for _, p in ipairs(pending) do redis.call('XACK', KEYS[3], ARGV[1], p[1]) end
-end
 redis.call('HSET', KEYS[1], 'cursor', num(cursor))
 redis.call('DEL', KEYS[4])
 return {'ok', num(cursor)}
@@ -413,8 +386,7 @@ return {'ok', num(cursor)}
 )
 
 DELETE_TRIGGER = """#!lua
--- KEYS[1] trigger hash, [2] lease, [3] parked, [4] log, [5] trigger set; ARGV[1] name.
-redis.pcall('XGROUP', 'DESTROY', KEYS[4], ARGV[1])
+-- KEYS[1] trigger hash, [2] lease, [3] parked, [4] (unused), [5] trigger set; ARGV[1] name.
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return redis.call('SREM', KEYS[5], ARGV[1])
 """
@@ -470,20 +442,16 @@ return lo
 """
 )
 
-LIVE_STATE = """#!lua flags=no-writes
+LIVE_STATE = (
+    "#!lua flags=no-writes\n"
+    + _EACH_STATE_HASH
+    + """
 -- KEYS[1] meta. The revision and every state:* hash, read in one atomic step (for verify).
 local out = {redis.call('HGET', KEYS[1], 'revision') or '0'}
-local cursor, seen = '0', {}
-repeat
-  local r = redis.call('SCAN', cursor, 'MATCH', 'state:*', 'COUNT', 1000, 'TYPE', 'hash')
-  cursor = r[1]
-  for _, k in ipairs(r[2]) do
-    if not seen[k] then
-      seen[k] = true
-      table.insert(out, k)
-      table.insert(out, redis.call('HGETALL', k))
-    end
-  end
-until cursor == '0'
+each_state_hash(function(k)
+  table.insert(out, k)
+  table.insert(out, redis.call('HGETALL', k))
+end)
 return out
 """
+)

@@ -23,28 +23,43 @@ import builtins
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator
 from typing import Any
 
-from evstate.config import Config
-from evstate.errors import ConfigError, StorageError, StoreClosedError, ValueTooLargeError
-from evstate.ops import parse_ops
+from evstate.backends.file.restore import DIRECTORY_RESTORE
 from evstate.backends.redis.client import Backend, decode_name, dump_value, load_value
-from evstate.backends.redis.history import RedisHistoryMethods, check_name
-from evstate.backends.redis.timeline import CHUNK_KEYS, RedisTimeline
+from evstate.backends.redis.cursors import RedisCursors
 from evstate.backends.redis.scripts import FORMAT_VERSION, META, SNAPSHOTS, STATE_PREFIX, state_key
-from evstate.backends.redis.triggers import Handler, RedisTriggerManager
+from evstate.backends.redis.timeline import CHUNK_KEYS, RedisTimeline, to_scopes
 from evstate.backends.redis.writes import Committed, Writer
-from evstate.core.triggers import Trigger, register_or_decorate
-from evstate.values import encode_value, validate_value
+from evstate.config import Config
+from evstate.core.arguments import check_name
+from evstate.core.audit import AuditMethods
+from evstate.core.feed import RecordFeed
+from evstate.core.lifecycle import StoreBase
+from evstate.core.replay import Scopes
+from evstate.core.retention import retention_cutoff
+from evstate.core.triggers.api import TriggerMethods
+from evstate.core.triggers.manager import TriggerManager
+from evstate.core.writes import check_value, encode_checked
+from evstate.errors import ConfigError, StorageError
+from evstate.events import EventRecord
+from evstate.ops import parse_ops
+from evstate.values import encode_value
 
-__all__ = ["DEFAULT_LEASE_MS", "RedisStore", "open_redis"]
+__all__ = [
+    "DEFAULT_LEASE_MS",
+    "PERIODIC_SLACK",
+    "RedisStore",
+    "open_redis",
+]
 
 log = logging.getLogger("evstate")
 DEFAULT_LEASE_MS = 5000
+PERIODIC_SLACK = 1000  # background compaction waits until it can drop this many events
 
 
-class RedisStore(RedisHistoryMethods):
+class RedisStore(StoreBase, AuditMethods, TriggerMethods):
     """An evstate store kept in Redis and shared by every process that opens it.
 
     Same methods, results and errors as :class:`evstate.Store`; thread-safe. Reads go to
@@ -56,6 +71,8 @@ class RedisStore(RedisHistoryMethods):
     ``trigger_status()["registered"]`` are per process; storage failures raise
     ``BackendUnavailableError`` (a ``StorageError``) when Redis is unreachable.
     """
+
+    _restore_writer = DIRECTORY_RESTORE
 
     def __init__(
         self,
@@ -99,26 +116,13 @@ class RedisStore(RedisHistoryMethods):
             self._backend.close()
             raise
         self._writer = Writer(self._backend)
-        self._timeline = RedisTimeline(self._backend)
-        self._triggers = RedisTriggerManager(
-            self,
-            self._backend,
-            self._writer,
-            enabled=config.triggers_enabled,
-            lease_ms=lease_ms,
-        )
-        self._stop = threading.Event()
-        self._maintainer = threading.Thread(
-            target=self._maintenance_loop, name="evstate-redis-maintenance", daemon=True
-        )
-        self._maintainer.start()
+        self._timeline = self._source = RedisTimeline(self._backend)
+        self._feed = RecordFeed(0)  # wake-ups only: events are read from the stream
+        self._cursors = RedisCursors(self._backend, self._writer, self._feed, lease_ms)
+        self._triggers = TriggerManager(self, self._cursors, enabled=config.triggers_enabled)
+        self._start_maintenance("evstate-redis-maintenance")
 
     # ---- properties -----------------------------------------------------------------
-
-    @property
-    def config(self) -> Config:
-        """The configuration this store was opened with."""
-        return self._config
 
     @property
     def path(self) -> None:
@@ -138,11 +142,6 @@ class RedisStore(RedisHistoryMethods):
         return self._head()
 
     @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._closed
-
-    @property
     def recovery_notes(self) -> builtins.list[str]:
         """Always empty: Redis recovers its own data."""
         return []
@@ -152,15 +151,11 @@ class RedisStore(RedisHistoryMethods):
         self._last_revision = max(self._last_revision, head)
         return head
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosedError("the store is closed")
-
     # ---- writes ---------------------------------------------------------------------
 
     def _written(self, done: Committed) -> None:
         self._last_revision = max(self._last_revision, done.revision)
-        self._triggers.notify()
+        self._feed.notify()
 
     def set(self, scope: str, key: str, value: Any) -> dict[str, Any]:
         """Replace the value of ``scope/key``; returns ``{"old_value", "new_value"}``.
@@ -172,13 +167,8 @@ class RedisStore(RedisHistoryMethods):
         self._check_open()
         check_name("scope", scope)
         check_name("key", key)
-        validate_value(value)
+        check_value(value, self._config.max_value_bytes)
         new = dump_value(value)
-        limit = self._config.max_value_bytes
-        if limit is not None and len(new) > limit:
-            raise ValueTooLargeError(
-                f"value of {len(new)} bytes exceeds the configured max_value_bytes limit of {limit}"
-            )
         done = self._writer.put(scope, key, new)
         self._written(done)
         old = done.olds[0]
@@ -282,87 +272,102 @@ class RedisStore(RedisHistoryMethods):
         self._check_open()
         return {"groups": self._scopes()}
 
-    def call(self, function_id: str, payload: Mapping[str, Any] | None = None) -> Any:
-        """Call a state function by id (``state::set``, ``state.get``, ...), as ``Store.call``."""
-        from evstate.core.functions import call_function
+    # ---- what triggers and the audit read ----------------------------------------------
 
-        return call_function(self, function_id, {} if payload is None else payload)
+    def _encode_checked(self, value: Any) -> bytes:
+        return encode_checked(value, self._config.max_value_bytes)
 
-    # ---- triggers ---------------------------------------------------------------------
+    def _visible_revision(self) -> int:
+        return self._head()
 
-    def trigger(
-        self,
-        name: str,
-        handler: Handler | None = None,
-        *,
-        scope: str | None = None,
-        key: str | None = None,
-        condition: Handler | None = None,
-        start: str | int = "latest",
-    ) -> Any:
-        """Register a durable trigger in this process; usable as a decorator.
+    def _records(self, low: int, high: int) -> Iterator[EventRecord]:
+        return self._timeline.scan(low, high)
 
-        Every process that registers ``name`` shares its delivery: each event goes to one
-        of them (the lease holder), in revision order. Contract as ``Store.trigger``.
-        """
-        self._check_open()
+    def _oldest_revision(self) -> int:
+        return self._timeline.oldest_revision()
 
-        def register(fn: Handler) -> Trigger:
-            return self._triggers.register(
-                name, fn, scope=scope, key=key, condition=condition, start=start
-            )
+    def _audit_head(self) -> int:
+        return self._head()
 
-        return register_or_decorate(register, handler)
-
-    def unregister_trigger(self, name: str, *, wait: bool = True) -> None:
-        """Stop delivering ``name`` in this process; its cursor is kept."""
-        self._triggers.unregister(name, wait=wait)
-
-    def delete_trigger(self, name: str) -> None:
-        """Forget ``name`` fleet-wide: cursor, group and dead letters."""
-        self._triggers.delete(name)
-
-    def replay_trigger(self, name: str, from_revision: int) -> None:
-        """Move ``name``'s cursor so delivery continues at ``from_revision`` (fleet-wide)."""
-        self._triggers.replay(name, from_revision)
-
-    def wait_for_triggers(self, revision: int | None = None, timeout: float | None = None) -> None:
-        """Return once every trigger registered here has been processed up to ``revision``."""
-        self._triggers.wait(self._head() if revision is None else revision, timeout)
-
-    def trigger_status(self) -> dict[str, dict[str, Any]]:
-        """Per known trigger: the file store's fields; ``cursor`` is the fleet's."""
-        return self._triggers.status(self._head())
+    def _live_state(self) -> tuple[int, Scopes]:
+        head, texts = self._timeline.live_state()
+        return head, to_scopes(texts)
 
     def trigger_fleet_status(self) -> dict[str, dict[str, Any]]:
         """What the whole fleet does with each trigger (beyond :meth:`trigger_status`).
 
-        Per trigger: ``cursor``, ``lag``, ``parked``, ``holder`` (the lease value),
-        ``pending`` (read, not yet acknowledged), ``consumers`` and ``heartbeat_age_ms``
-        (``None``: no process has it registered).
+        Per trigger: ``cursor``, ``lag``, ``parked``, ``holder`` (the lease value) and
+        ``heartbeat_age_ms`` (``None``: no process has it registered).
         """
-        return self._triggers.fleet_status(self._head())
+        return self._cursors.fleet_status(self._head())
 
-    def parked_events(self, name: str) -> builtins.list[dict[str, Any]]:
-        """The dead letters of ``name``: ``revision``, ``event``, ``error``, ``attempts``."""
-        return self._triggers.parked(name)
+    # ---- snapshots and retention ----------------------------------------------------
 
-    def replay_parked(self, name: str, revision: int | None = None) -> int:
-        """Run ``name``'s handler again on its parked events (all, or one); returns successes."""
-        return self._triggers.replay_parked(name, revision, self._timeline.entry)
+    def snapshot(self) -> int:
+        """Write a snapshot of the state at the current head into Redis; returns its revision.
 
-    def drop_parked(self, name: str, revision: int | None = None) -> int:
-        """Forget ``name``'s parked events (all, or one); returns how many."""
-        return self._triggers.drop_parked(name, revision)
+        Built by replaying the stream from the previous snapshot, so it is exact even while
+        other processes write; the live hashes are not read. Returns the head unchanged when
+        the newest snapshot already covers it.
+        """
+        self._check_open()
+        return self._timeline.snapshot()
 
-    @property
-    def triggers_enabled(self) -> bool:
-        """Whether this process delivers triggers; set it to pause or resume (live)."""
-        return self._triggers.enabled
+    def _retention_cutoff(self) -> int:
+        """Newest revision the retention policy lets go of (0: keep everything).
 
-    @triggers_enabled.setter
-    def triggers_enabled(self, enabled: bool) -> None:
-        self._triggers.set_enabled(enabled)
+        Triggers registered by any process (heartbeat within 3 leases) pin their cursors.
+        """
+        seconds, micros = self._backend.run("read time", lambda c: c.time())
+        now = int(seconds) * 1000 + int(micros) // 1000  # the clock the events carry
+        return retention_cutoff(
+            self._config.retention,
+            self._head(),
+            now,
+            self._timeline.first_revision_from_time,
+            self._triggers.pin(),
+        )
+
+    def compact(self) -> dict[str, Any]:
+        """Apply the retention policy now: history older than it allows is deleted.
+
+        The state at the cutoff revision becomes a snapshot (the new horizon); the stream
+        entries at or below it and older snapshots are deleted. Returns ``base``,
+        ``events_deleted``, ``snapshots_deleted``, ``segments_deleted`` (always 0) and the
+        new ``horizon_revision``.
+        """
+        self._check_open()
+        result = self._timeline.compact(self._retention_cutoff(), slack=1)
+        result["horizon_revision"] = self._timeline.horizon()
+        return result
+
+    def _maintenance_tick(self) -> None:
+        try:
+            horizon = self._timeline.horizon()
+            cutoff = self._retention_cutoff()
+            slack = max(PERIODIC_SLACK, (self._head() - horizon) // 10)
+            if cutoff - horizon >= slack:
+                self._timeline.compact(cutoff, slack=slack, wait=0)
+        except StorageError as exc:  # unavailable or locked: the next tick tries again
+            log.info("evstate: background compaction skipped: %s", exc)
+
+    def stats(self) -> dict[str, Any]:
+        """Numbers about the store (the file store's keys, plus ``events_in_log``).
+
+        ``segments`` is 0; ``log_bytes`` is Redis's estimate of the stream's memory;
+        ``durable_revision`` equals ``revision`` (Redis acknowledged every event).
+        """
+        self._check_open()
+        head = self._head()
+        scopes = self._scope_sizes()
+        result: dict[str, Any] = {
+            "revision": head,
+            "durable_revision": head,
+            "keys": sum(scopes.values()),
+            "scopes": len(scopes),
+        }
+        result.update(self._timeline.stats())
+        return result
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -370,27 +375,8 @@ class RedisStore(RedisHistoryMethods):
         """Nothing to do: every returned write was already executed by Redis."""
         self._check_open()
 
-    def close(self) -> None:
-        """Stop triggers (handing their leases over) and disconnect. Idempotent."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._stop.set()
-        if self._maintainer is not threading.current_thread():
-            self._maintainer.join()
-        try:
-            self._triggers.close()
-        except Exception:
-            log.exception("evstate: closing triggers failed")
-        finally:
-            self._backend.close()
-
-    def __enter__(self) -> RedisStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _close_storage(self) -> None:
+        self._backend.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"revision={self._last_revision}"

@@ -21,8 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from evstate.errors import CorruptionError, HistoryCompactedError, StorageError
-from evstate.backends.redis.client import Backend, LogEntry, decode_name, parse_entry
+from evstate.backends.redis.client import (
+    Backend,
+    StreamEntry,
+    decode_name,
+    json_to_cbor,
+    parse_entry,
+    to_record,
+)
 from evstate.backends.redis.scripts import (
     LOG,
     MAINTENANCE_LOCK,
@@ -32,8 +38,20 @@ from evstate.backends.redis.scripts import (
     chunk_key,
     snapshot_key,
 )
+from evstate.core.log_source import Progress
+from evstate.core.replay import Scopes, compare_replays
+from evstate.errors import CorruptionError, HistoryCompactedError, StorageError
+from evstate.events import EventRecord
 
-__all__ = ["CHUNK_KEYS", "RedisTimeline", "Texts", "apply_entry"]
+__all__ = [
+    "CHUNK_KEYS",
+    "LOCK_TTL_MS",
+    "PAGE",
+    "RedisTimeline",
+    "Texts",
+    "apply_entry",
+    "to_scopes",
+]
 
 Texts = dict[str, dict[str, bytes]]
 CHUNK_KEYS = 4096  # keys per snapshot chunk
@@ -41,7 +59,7 @@ PAGE = 1000  # stream entries per XRANGE
 LOCK_TTL_MS = 300_000
 
 
-def apply_entry(state: Texts, entry: LogEntry) -> None:
+def apply_entry(state: Texts, entry: StreamEntry) -> None:
     """Apply one event to a state map (replay)."""
     if entry.event_type == "deleted":
         keys = state.get(entry.scope)
@@ -52,6 +70,14 @@ def apply_entry(state: Texts, entry: LogEntry) -> None:
         state.setdefault(entry.scope, {})[entry.key] = entry.new
 
 
+def to_scopes(texts: Texts) -> Scopes:
+    """A state of stored JSON texts as the encoded values every other store holds."""
+    return {
+        scope: {key: json_to_cbor(text, f"{scope}/{key}") or b"" for key, text in keys.items()}
+        for scope, keys in texts.items()
+    }
+
+
 def _compacted(revision: int, horizon: int) -> HistoryCompactedError:
     return HistoryCompactedError(
         f"revision {revision} is before the retention horizon (revision {horizon})",
@@ -60,7 +86,12 @@ def _compacted(revision: int, horizon: int) -> HistoryCompactedError:
 
 
 class RedisTimeline:
-    """Reads and maintains the history kept in Redis."""
+    """Reads and maintains the history kept in Redis.
+
+    The redis store's :class:`~evstate.core.log_source.LogSource`: stream entries (JSON
+    texts) become :class:`~evstate.events.EventRecord` at this edge (:meth:`scan`,
+    :meth:`key_records`, :meth:`state_at`); snapshots and compaction work on the texts.
+    """
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -92,7 +123,7 @@ class RedisTimeline:
 
     # ---- events -----------------------------------------------------------------------
 
-    def entries(self, low: int, high: int, *, strict: bool = True) -> Iterator[LogEntry]:
+    def entries(self, low: int, high: int, *, strict: bool = True) -> Iterator[StreamEntry]:
         """Stream entries with revisions in ``[low, high]``, oldest first, a page at a time.
 
         With ``strict``, a missing revision (trimmed by compaction while this reads) raises
@@ -118,14 +149,33 @@ class RedisTimeline:
                 yield entry
             start = expected
 
-    def entry(self, revision: int) -> LogEntry | None:
+    def entry(self, revision: int) -> StreamEntry | None:
         """The entry of ``revision``, or ``None`` if it is not in the stream."""
         found = list(self.entries(revision, revision))
         return found[0] if found else None
 
-    def key_entries(self, scope: str, key: str, low: int, high: int) -> list[LogEntry]:
+    def key_entries(self, scope: str, key: str, low: int, high: int) -> list[StreamEntry]:
         """Entries of one key in ``[low, high]`` (a filtered scan of the retained stream)."""
         return [e for e in self.entries(low, high) if e.scope == scope and e.key == key]
+
+    def scan(self, low: int, high: int, progress: Progress | None = None) -> Iterator[EventRecord]:
+        """Records with revisions in ``[low, high]`` (a page of entries at a time)."""
+        for entry in self.entries(low, high):
+            yield to_record(entry)
+
+    def key_records(self, scope: str, key: str, low: int, high: int) -> list[EventRecord]:
+        """Records of one key in ``[low, high]`` (a filtered scan of the retained stream)."""
+        return [to_record(e) for e in self.key_entries(scope, key, low, high)]
+
+    def horizon_timestamp(self) -> int | None:
+        """Time (ms) of the event at the horizon (its snapshot's); None when it is 0."""
+        horizon = self.horizon()
+        if horizon == 0:
+            return None
+        raw = self.backend.run(
+            "read snapshot", lambda c: c.hget(snapshot_key(horizon), "timestamp")
+        )
+        return int(raw) if raw is not None else None
 
     def _bisect(self, ms: int, low: int, high: int, mode: str) -> int:
         for _ in range(5):
@@ -257,7 +307,22 @@ class RedisTimeline:
 
     # ---- state at a revision ----------------------------------------------------------
 
-    def state_at(self, revision: int) -> Texts:
+    def state_at(
+        self, revision: int, progress: Progress | None = None
+    ) -> tuple[Scopes, int | None]:
+        """The state as of ``revision`` (encoded values) and the time of its event.
+
+        Raises:
+            HistoryCompactedError: ``revision`` is before the horizon (or became so).
+        """
+        texts, stamp = self._texts_at(revision)
+        return to_scopes(texts), (stamp if revision else None)
+
+    def texts_at(self, revision: int) -> Texts:
+        """The state as of ``revision`` as stored JSON texts (see :meth:`state_at`)."""
+        return self._texts_at(revision)[0]
+
+    def _texts_at(self, revision: int) -> tuple[Texts, int | None]:
         """The state as of ``revision``: the newest snapshot at or before it, plus replay.
 
         Raises:
@@ -267,8 +332,13 @@ class RedisTimeline:
         if revision < horizon:
             raise _compacted(revision, horizon)
         bases = [r for r in self.snapshot_revisions() if r <= revision]
+        stamp: int | None = None
         if bases:
             base, state = bases[-1], self.read_snapshot(bases[-1])
+            raw = self.backend.run(
+                "read snapshot", lambda c: c.hget(snapshot_key(base), "timestamp")
+            )
+            stamp = int(raw) if raw is not None else None
         elif horizon == 0:
             base, state = 0, {}
         else:
@@ -278,10 +348,11 @@ class RedisTimeline:
         expected = base + 1
         for entry in self.entries(base + 1, revision):
             apply_entry(state, entry)
+            stamp = entry.timestamp
             expected += 1
         if expected <= revision:  # the stream ends early: trimmed meanwhile
             raise _compacted(expected, self.horizon())
-        return state
+        return state, stamp
 
     def snapshot(self) -> int:
         """Snapshot the state at the current head (built by replay); returns its revision."""
@@ -294,8 +365,8 @@ class RedisTimeline:
             return head
 
     def _snapshot_at(self, revision: int) -> None:
-        entry = self.entry(revision)
-        self.write_snapshot(revision, entry.timestamp if entry else 0, self.state_at(revision))
+        state, stamp = self._texts_at(revision)
+        self.write_snapshot(revision, stamp or 0, state)
 
     # ---- retention --------------------------------------------------------------------
 
@@ -360,11 +431,13 @@ class RedisTimeline:
             state[scope] = {decode_name(pairs[j]): pairs[j + 1] for j in range(0, len(pairs), 2)}
         return int(raw[0]), state
 
-    def verify(self) -> list[str]:
-        """Check the stream, every snapshot, and that replay agrees with the live state."""
+    def verify(self, head: int, live: Scopes, progress: Progress | None = None) -> list[str]:
+        """Check the stream up to ``head``, every snapshot, and replays against ``live``.
+
+        Runs under the maintenance lock, so no compaction runs meanwhile.
+        """
         problems: list[str] = []
         with self.maintenance():
-            head, live = self.live_state()
             horizon = self.horizon()
             expected, last_ts = horizon + 1, 0
             for entry in self.entries(horizon + 1, head, strict=False):
@@ -381,33 +454,18 @@ class RedisTimeline:
                 expected, last_ts = entry.revision + 1, entry.timestamp
             if expected != head + 1:
                 problems.append(f"the stream ends at revision {expected - 1}, the head is {head}")
-            starts: list[tuple[int, Texts]] = []
-            snaps = self.snapshot_revisions()
+            starts: list[tuple[int, Scopes]] = []
+            snaps = [r for r in self.snapshot_revisions() if r <= head]
             if horizon == 0 and 0 not in snaps:
                 starts.append((0, {}))
             for revision in snaps:
                 try:
-                    starts.append((revision, self.read_snapshot(revision)))
+                    starts.append((revision, to_scopes(self.read_snapshot(revision))))
                 except (CorruptionError, HistoryCompactedError) as exc:
                     problems.append(f"bad snapshot: {exc}")
             if problems:
                 return problems
-            if not starts:
-                return ["no snapshot covers the revisions before the oldest event"]
-            oldest = self._replay_from(starts[0], head)
-            newest = self._replay_from(starts[-1], head)
-            if newest != oldest:
-                problems.append("newest snapshot + replay differs from a full replay")
-            if newest != live:
-                problems.append("the live state differs from a replay of the log")
-        return problems
-
-    def _replay_from(self, start: tuple[int, Texts], head: int) -> Texts:
-        base, state = start
-        state = {scope: dict(keys) for scope, keys in state.items()}
-        for entry in self.entries(base + 1, head):
-            apply_entry(state, entry)
-        return state
+            return compare_replays(starts, head, live, self.scan)
 
     def stats(self) -> dict[str, Any]:
         """Sizes and counts of what the store keeps in Redis, and the retained range."""

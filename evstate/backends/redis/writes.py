@@ -10,8 +10,8 @@ writes nothing and answers ``conflict``; the update is recomputed from the new v
 tried again. Threads of one process take a per-key lock first, so they never conflict with
 each other; only writers in other processes can cause a retry.
 
-Trigger commits (a handler's writes through ``event.store`` plus the XACK and the cursor
-move, or a dead letter) are the same script with more parts, fenced by the trigger's lease.
+Trigger commits (a handler's writes through ``event.store`` plus the cursor move, or a dead
+letter) are the same script with more parts, fenced by the trigger's lease.
 """
 
 from __future__ import annotations
@@ -22,9 +22,13 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from evstate.errors import StorageError
-from evstate.ops import ParsedOp, apply_update_ops
-from evstate.backends.redis.client import Backend, dump_value, load_value, new_request_id, sleep_jitter
+from evstate.backends.redis.client import (
+    Backend,
+    dump_value,
+    load_value,
+    new_request_id,
+    sleep_jitter,
+)
 from evstate.backends.redis.scripts import (
     LOG,
     META,
@@ -35,15 +39,25 @@ from evstate.backends.redis.scripts import (
     state_key,
     trigger_key,
 )
+from evstate.core.writes import Write
+from evstate.errors import StorageError
+from evstate.ops import ParsedOp
+from evstate.ops_apply import apply_update_ops
 from evstate.values import decode_value
 
-__all__ = ["Committed", "Fence", "Write", "Writer"]
+__all__ = [
+    "Committed",
+    "Fence",
+    "HashWrite",
+    "MAX_CONFLICT_SECONDS",
+    "Writer",
+]
 
 MAX_CONFLICT_SECONDS = 30.0
 _NO_KEY = b"evstate:-"  # placeholder for an unused script key (never written)
 
 
-class Write(NamedTuple):
+class HashWrite(NamedTuple):
     """One hash change: ``new`` is the JSON text, or ``None`` to delete."""
 
     scope: str
@@ -52,11 +66,10 @@ class Write(NamedTuple):
 
 
 class Fence(NamedTuple):
-    """The trigger parts of a commit: lease check, XACKs, cursor, dead letter."""
+    """The trigger parts of a commit: lease check, cursor, dead letter."""
 
     name: str
     token: str  # "" = no lease check (replay_parked)
-    acks: Sequence[bytes] = ()
     cursor: int | None = None
     park_mode: str = ""  # "", "put" (add a dead letter), "take" (remove; must exist)
     park_field: str = ""
@@ -93,7 +106,7 @@ class Writer:
 
     def commit(
         self,
-        writes: Sequence[Write],
+        writes: Sequence[HashWrite],
         *,
         cas: Sequence[tuple[str, str, bytes | None]] = (),
         fence: Fence | None = None,
@@ -125,7 +138,6 @@ class Writer:
             body += [key.encode("utf-8", "surrogatepass")]
             body += [b"d", b""] if new is None else [b"s", new]
         fence = fence or Fence("", "")
-        body += list(fence.acks)
         request = request_key(new_request_id()) if dedup else _NO_KEY
         keys = [
             META,
@@ -139,14 +151,13 @@ class Writer:
         args = [
             REQUEST_TTL_MS if dedup else "",
             fence.token,
-            fence.name if fence.acks else "",
+            fence.name,
             "" if fence.cursor is None else fence.cursor,
             fence.park_mode,
             fence.park_field,
             fence.park_value,
             len(cas),
             len(writes),
-            len(fence.acks),
             *body,
         ]
         return _committed(self.backend.script("commit", keys, args, "write"))
@@ -212,10 +223,10 @@ class Writer:
 
     # ---- trigger commits ----------------------------------------------------------------
 
-    def commit_handler(self, writes: list[tuple[Any, ...]], fence: Fence) -> str:
-        """Commit a handler's ``event.store`` writes with the fence (XACK, cursor, ...).
+    def commit_handler(self, writes: Sequence[Write], fence: Fence) -> str:
+        """Commit a handler's ``event.store`` writes with the fence (cursor, dead letter).
 
-        ``writes`` are :class:`~evstate.core.triggers.TriggerContext` records: ``("set", scope,
+        ``writes`` are :class:`~evstate.core.writes.Write` records: ``("set", scope,
         key, CBOR)``, ``("update", scope, key, ops)``, ``("delete", scope, key, None)``;
         updates are applied to the state current at commit. Returns the commit status
         (``ok``, ``lease``: this process lost the lease, nothing written; ``gone``).
@@ -234,7 +245,7 @@ class Writer:
                 zip(touched, self.backend.run("read", read) if touched else [], strict=True)
             )
             overlay: dict[tuple[str, str], bytes | None] = dict(current)
-            planned: list[Write] = []
+            planned: list[HashWrite] = []
             for kind, scope, key, arg in writes:
                 old = overlay[(scope, key)]
                 new: bytes | None
@@ -246,7 +257,7 @@ class Writer:
                 else:
                     new = None
                 overlay[(scope, key)] = new
-                planned.append(Write(scope, key, new))
+                planned.append(HashWrite(scope, key, new))
             cas = [(scope, key, current[(scope, key)]) for scope, key in touched]
             done = self.commit(planned, cas=cas, fence=fence, dedup=bool(planned))
             if done.status != "conflict":

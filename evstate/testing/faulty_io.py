@@ -1,74 +1,4 @@
-"""Fault injection for tests: a file layer that forgets, tears, fails and loses power.
-
-:class:`FaultyIO` is a :class:`~evstate.backends.file.diskio.DiskIO` you pass to a store
-(``evstate.Store(config, io=FaultyIO())``) to see what your code, and evstate, do when the
-disk misbehaves: a power cut that forgets everything not yet fsynced, a torn last write,
-``EIO`` from a write or an fsync, a full disk, and failures at named points of the engine's
-write paths. It is public so that you can test your own projections (trigger handlers,
-readers of ``at()``) under the same faults evstate's own suite uses (docs/reliability.md)::
-
-    from evstate.testing import FaultyIO, crash
-
-    io = FaultyIO(seed=7)
-    store = evstate.Store(Config().replace(file_path=path), io=io)
-    store.set("s", "k", 1)                     # acknowledged: durable under fsync: always
-    io.crash_at("before_fsync", kind="segment")
-    with pytest.raises(evstate.StorageError):
-        store.set("s", "k", 2)                 # the power goes out before its fsync
-    crash(store, io)                           # abandon the dead store
-    with evstate.open(path) as reopened:
-        assert reopened.get("s", "k") == 1
-
-**What counts as durable** (the model; it is LazyFS's, and the POSIX rules evstate is built
-on):
-
-- *File data* is durable up to the content the file had at its last successful
-  :meth:`~FaultyIO.fsync` (``fdatasync``: data and size). Bytes written after it live only in
-  the "page cache": the real file holds them, readers see them, a power cut may drop them.
-  :meth:`~FaultyIO.truncate_path` is durable when it returns (it fsyncs).
-- *Directory entries* (a create, a rename, an unlink) are durable after a successful
-  :meth:`~FaultyIO.fsync_dir` of their directory, which makes every entry change made in that
-  directory so far durable at once (as on Linux file systems). A rename that was not followed
-  by one is undone at a cut: the target has its old file back, and the source name is back
-  if it was durable.
-- *A failed fsync* (an injected error) makes nothing durable, and the bytes it should have
-  written are lost for good ("fsyncgate": the kernel marks the pages clean): if a later fsync
-  of the same file succeeds, they reach the disk as zeros. A failed directory fsync makes no
-  entry change durable.
-- Files that were in a directory when the layer first touched it count as durable, as they
-  are (and so does a file the layer is first asked to open later). Files that other code
-  creates there afterwards, never passed to the layer, are outside the model and left
-  alone. The store directory itself is assumed to exist durably.
-
-A power cut (:meth:`~FaultyIO.power_cut`, or a fault with ``action="crash"``) rewrites the
-real directories to their durable state, then makes every later call of the layer raise
-:class:`PowerCutError` (the machine is off), so the old ``Store`` object can neither write
-nor acknowledge anything more. Abandon it with :func:`crash` and open the directory again
-(with a plain ``DiskIO``, or with the same layer after :meth:`~FaultyIO.restart`). What
-happens to the bytes written after the last fsync is the cut's ``mode``:
-
-- ``"forget"`` (default): they are gone; every file is exactly its durable content.
-- ``"prefix"``: a random prefix of them (possibly empty, possibly all) survives, per file:
-  a torn tail.
-- ``"zeros"``: the size reached the disk, the data did not: they read back as zeros.
-- ``"process"``: nothing is lost; only the process died (like ``kill -9``). The layer keeps
-  its durable model, so a later cut still takes back what was never fsynced.
-
-**Points.** Each ``write``, ``fsync``, ``fsync_dir``, ``rename``, ``create``, ``remove``
-and ``truncate`` passes two points, ``before_<op>`` and ``after_<op>`` (opening, reading,
-listing and closing pass none), each with the ``kind`` of the file: ``"segment"``
-(``*.log``), ``"snapshot"`` (``*.snap``, ``*.snap.tmp``), ``"cursor"`` (``triggers.cbor``
-and its ``.tmp``) or ``"other"``. A directory fsync has the kind of the newest entry change
-it makes durable (``"dir"`` when there is none). ``before_append`` / ``after_append`` are
-the write points of segments. The engine's named points (:data:`evstate.backends.file.diskio.FAILPOINTS`:
-``segment_roll``, ``snapshot_write``, ``cursor_save``, ``compaction``) have no kind.
-:attr:`~FaultyIO.trace` records every point passed (``record=True``).
-
-All methods are thread-safe: one lock serializes the layer (and with it every real file
-operation of the store). Real ``fsync`` calls are skipped unless ``real_fsync=True``: the
-model decides durability, so tests stay fast. Sized for tests: every file the layer touches
-is mirrored in memory.
-"""
+"""The fault-injecting file layer: :class:`FaultyIO` and :func:`crash`."""
 
 from __future__ import annotations
 
@@ -78,129 +8,27 @@ import os
 import random
 import threading
 from collections import Counter
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from evstate.backends.file.diskio import FAILPOINTS, DiskIO
+from evstate.backends.file.diskio import DiskIO
 from evstate.errors import Error
+from evstate.testing.faults import (
+    ALIASES,
+    CUT_MODES,
+    KINDS,
+    POINTS,
+    CutMode,
+    DirEntries,
+    Fault,
+    Inode,
+    PowerCutError,
+    file_kind,
+)
 
 if TYPE_CHECKING:
-    from evstate.backends.file.store import Store
+    from evstate.core.store import Store
 
-__all__ = [
-    "CUT_MODES",
-    "KINDS",
-    "POINTS",
-    "Fault",
-    "FaultyIO",
-    "PowerCutError",
-    "crash",
-    "file_kind",
-]
-
-CutMode = Literal["forget", "prefix", "zeros", "process"]
-CUT_MODES: Final[tuple[CutMode, ...]] = ("forget", "prefix", "zeros", "process")
-KINDS: Final = ("segment", "snapshot", "cursor", "other", "dir")
-_OPS: Final = ("write", "fsync", "fsync_dir", "rename", "create", "remove", "truncate")
-POINTS: Final[tuple[str, ...]] = (
-    *(f"{when}_{op}" for op in _OPS for when in ("before", "after")),
-    "before_append",
-    "after_append",
-    *FAILPOINTS,
-)
-_ALIASES: Final = {
-    "before_append": ("before_write", "segment"),
-    "after_append": ("after_write", "segment"),
-}
-
-
-class PowerCutError(OSError):
-    """The simulated power is off: raised where a cut happened and by every later call."""
-
-    def __init__(self, where: str) -> None:
-        super().__init__(errno.EIO, f"simulated power cut ({where})")
-
-
-def file_kind(path: str) -> str:
-    """``"segment"``, ``"snapshot"``, ``"cursor"`` or ``"other"``, from a file's name."""
-    name = os.path.basename(path)
-    if name.endswith(".log") and name[:-4].isdigit():
-        return "segment"
-    if name.endswith((".snap", ".snap.tmp")):
-        return "snapshot"
-    if name.startswith("triggers.cbor"):
-        return "cursor"
-    return "other"
-
-
-@dataclass
-class Fault:
-    """One armed fault (what :meth:`FaultyIO.inject` returns).
-
-    It fires at the ``hit``-th time its ``point`` is passed (with a matching ``kind`` and, if
-    set, ``path`` substring), then at the following matching passes until it has fired
-    ``times`` times (``None``: until :meth:`FaultyIO.clear`). ``action="error"`` raises
-    ``OSError(errno)``; ``action="crash"`` cuts the power (``mode``) and raises
-    :class:`PowerCutError`. At a ``before_write`` point, ``tear`` first writes that prefix of
-    the data (a byte count, or a fraction of it): a torn write. ``fired`` counts firings.
-    """
-
-    point: str
-    kind: str | None = None
-    path: str | None = None
-    action: Literal["error", "crash"] = "error"
-    errno: int = errno.EIO
-    hit: int = 1
-    times: int | None = 1
-    mode: CutMode = "forget"
-    tear: int | float | None = None
-    matched: int = 0
-    fired: int = 0
-
-    def _matches(self, point: str, kind: str | None, path: str) -> bool:
-        if self.point != point or (self.kind is not None and self.kind != kind):
-            return False
-        return self.path is None or self.path in path
-
-    @property
-    def spent(self) -> bool:
-        """True once it has fired ``times`` times."""
-        return self.times is not None and self.fired >= self.times
-
-
-class _Inode:
-    """One file: what the page cache holds and what would survive a power cut."""
-
-    __slots__ = ("data", "durable", "lost", "path")
-
-    def __init__(self, path: str, data: bytes, durable: bytes) -> None:
-        self.path = path
-        self.data = bytearray(data)
-        self.durable = durable
-        self.lost: list[tuple[int, int]] = []  # ranges a failed fsync dropped
-
-    def unsynced(self) -> bytes | None:
-        """The bytes past the durable content (lost ranges zeroed); None if not an append."""
-        size = len(self.durable)
-        if len(self.data) < size or self.data[:size] != self.durable:
-            return None
-        extra = bytearray(self.data[size:])
-        for start, end in self.lost:
-            lo, hi = max(start - size, 0), min(end - size, len(extra))
-            if lo < hi:
-                extra[lo:hi] = bytes(hi - lo)
-        return bytes(extra)
-
-
-class _Dir:
-    """A directory's entries now, and the entries a power cut would leave."""
-
-    __slots__ = ("durable", "entries", "pending")
-
-    def __init__(self, entries: dict[str, _Inode]) -> None:
-        self.entries = entries
-        self.durable = dict(entries)
-        self.pending = "dir"  # kind of the newest entry change not yet made durable
+__all__ = ["FaultyIO", "crash"]
 
 
 def _read(path: str) -> bytes:
@@ -229,8 +57,8 @@ class FaultyIO(DiskIO):
         self.cut: CutMode | None = None  # the mode of the cut that turned the power off
         self.cuts = 0
         self._lock = threading.RLock()
-        self._dirs: dict[str, _Dir] = {}
-        self._fds: dict[int, _Inode] = {}
+        self._dirs: dict[str, DirEntries] = {}
+        self._fds: dict[int, Inode] = {}
         self._space: int | None = None
 
     # ---- arming faults --------------------------------------------------------------
@@ -245,8 +73,8 @@ class FaultyIO(DiskIO):
             ValueError: an unknown point, kind, action or cut mode.
         """
         kind = options.pop("kind", None)
-        if point in _ALIASES:
-            point, kind = _ALIASES[point]
+        if point in ALIASES:
+            point, kind = ALIASES[point]
         if point not in POINTS:
             raise ValueError(f"unknown point {point!r}; one of {', '.join(POINTS)}")
         if kind is not None and kind not in KINDS:
@@ -368,7 +196,7 @@ class FaultyIO(DiskIO):
             folder.entries = dict(folder.durable)
             folder.pending = "dir"
 
-    def _survivor(self, inode: _Inode, mode: CutMode) -> bytes:
+    def _survivor(self, inode: Inode, mode: CutMode) -> bytes:
         extra = inode.unsynced() if mode != "forget" else None
         if not extra:
             return inode.durable
@@ -384,7 +212,7 @@ class FaultyIO(DiskIO):
         if self.cut is not None:
             raise PowerCutError(f"the power is off; {where}")
 
-    def _dir(self, directory: str) -> _Dir:
+    def _dir(self, directory: str) -> DirEntries:
         key = os.path.abspath(directory)
         folder = self._dirs.get(key)
         if folder is None:
@@ -393,20 +221,20 @@ class FaultyIO(DiskIO):
                 path = os.path.join(key, name)
                 if os.path.isfile(path):
                     data = _read(path)
-                    entries[name] = _Inode(path, data, data)
-            folder = self._dirs[key] = _Dir(entries)
+                    entries[name] = Inode(path, data, data)
+            folder = self._dirs[key] = DirEntries(entries)
         return folder
 
-    def _entry(self, path: str) -> tuple[_Dir, str]:
+    def _entry(self, path: str) -> tuple[DirEntries, str]:
         return self._dir(os.path.dirname(os.path.abspath(path))), os.path.basename(path)
 
-    def _inode(self, path: str) -> _Inode:
+    def _inode(self, path: str) -> Inode:
         """The tracked file at ``path``; a file unknown to the model is adopted as durable."""
         folder, name = self._entry(path)
         inode = folder.entries.get(name)
         if inode is None:
             data = _read(path)
-            inode = folder.entries[name] = _Inode(os.path.abspath(path), data, data)
+            inode = folder.entries[name] = Inode(os.path.abspath(path), data, data)
             folder.durable.setdefault(name, inode)
         return inode
 
@@ -461,7 +289,7 @@ class FaultyIO(DiskIO):
             folder, name = self._entry(path)
             self._point("before_create", kind, path)
             fd = super().create_exclusive(path)
-            inode = folder.entries[name] = _Inode(os.path.abspath(path), b"", b"")
+            inode = folder.entries[name] = Inode(os.path.abspath(path), b"", b"")
             folder.pending = kind
             self._fds[fd] = inode
             try:

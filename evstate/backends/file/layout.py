@@ -1,0 +1,82 @@
+"""Every byte layout and file name of a file store, in one place: docs/format.md.
+
+The writers and readers of :mod:`segment`, :mod:`snapshot`, :mod:`cursors` and
+:mod:`lock` import their constants from here and restate none of them; each block names
+the section of docs/format.md that describes it, and ``tests/test_format_doc.py`` checks
+the tables there against these sizes.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import Final
+
+__all__ = [
+    "CHUNK_KEYS",
+    "CURSOR_FILE_VERSION",
+    "FOLLOWERS_DIR",
+    "FRAME",
+    "FRAME_SIZE",
+    "LOCK_FILE",
+    "MAX_RECORD_BYTES",
+    "PAYLOAD_PREFIXES",
+    "SEGMENT_HEADER",
+    "SEGMENT_HEADER_SIZE",
+    "SEGMENT_MAGIC",
+    "SEGMENT_NAME_RE",
+    "SEGMENT_VERSION",
+    "SNAPSHOT_HEADER",
+    "SNAPSHOT_MAGIC",
+    "SNAPSHOT_NAME_RE",
+    "SNAPSHOT_VERSION",
+    "TRAILER_TAG",
+    "TRIGGERS_FILE",
+    "segment_name",
+    "snapshot_name",
+]
+
+# ---- docs/format.md §1: segment files ------------------------------------------------------
+# magic 4s | version u16 | flags u16 | first_revision u64 | header_crc u32 | reserved u32
+SEGMENT_MAGIC: Final = b"EVSG"
+SEGMENT_VERSION: Final = 1
+SEGMENT_HEADER: Final = struct.Struct("<4sHHQII")
+SEGMENT_HEADER_SIZE: Final = SEGMENT_HEADER.size  # 24
+SEGMENT_NAME_RE: Final = re.compile(r"^(\d{20})\.log$")
+
+# ---- docs/format.md §3: record framing -----------------------------------------------------
+# length u32 | crc u32 over (the 4 length bytes + payload) | payload
+FRAME: Final = struct.Struct("<II")
+FRAME_SIZE: Final = FRAME.size  # 8
+MAX_RECORD_BYTES: Final = 1 << 30
+# Every record payload starts with CBOR "array of 8" then kind 1, or "array of 4" then
+# kind 2 (docs/format.md §2): the corruption check looks for these after a bad record.
+PAYLOAD_PREFIXES: Final = (b"\x88\x01", b"\x84\x02")
+
+# ---- docs/format.md §5: snapshot files -----------------------------------------------------
+# magic 4s | version u16 | flags u16 | revision u64 | timestamp u64 | header_crc u32 |
+# reserved u32; then framed chunks (§3) and a framed trailer
+SNAPSHOT_MAGIC: Final = b"EVSS"
+SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_HEADER: Final = struct.Struct("<4sHHQQII")  # 32 bytes
+SNAPSHOT_NAME_RE: Final = re.compile(r"^(\d{20})\.snap$")
+CHUNK_KEYS: Final = 4096  # keys per chunk: ~0.3 ms to encode, ~0.1 ms to decode
+TRAILER_TAG: Final = "end"
+
+# ---- docs/format.md §7: trigger cursor files -----------------------------------------------
+TRIGGERS_FILE: Final = "triggers.cbor"  # the owner's cursors and dead letters
+FOLLOWERS_DIR: Final = "followers"  # followers' cursor files: <name>.cursor, <name>.lock
+CURSOR_FILE_VERSION: Final = 1
+
+# ---- docs/format.md, "Directory": the writer's lock ----------------------------------------
+LOCK_FILE: Final = "LOCK"
+
+
+def segment_name(first_revision: int) -> str:
+    """File name of the segment whose first record has ``first_revision`` (sorts with ``ls``)."""
+    return f"{first_revision:020d}.log"
+
+
+def snapshot_name(revision: int) -> str:
+    """File name of the snapshot of ``revision`` (sorts with ``ls``)."""
+    return f"{revision:020d}.snap"

@@ -1,0 +1,430 @@
+"""The :class:`Store`: state by scope and key, every change an event in the log.
+
+This is the store that keeps its state in this process: the write path, the reads, the
+trigger host and the audit API. Where the events go is a :class:`Journal` (the file store's
+segment log; none for the memory store); where history is read from, a log source. The
+backends (:mod:`evstate.backends.file`, :mod:`evstate.backends.memory`) provide those, plus
+what only they have (a directory lock, snapshots, compaction).
+
+Write path (docs/architecture.md): validate and encode outside the lock; under the write
+lock read the old value, assign the next revision, append the event to the journal, apply
+it to the in-memory table; outside the lock, wait for the fsync the durability mode asks
+for; then return. A write that fails anywhere before the append leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from evstate.config import Config
+from evstate.core.arguments import check_name
+from evstate.core.audit import AuditMethods
+from evstate.core.feed import RecordFeed
+from evstate.core.lifecycle import StoreBase
+from evstate.core.log_source import LogSource
+from evstate.core.reads import TableReads
+from evstate.core.replay import Scopes
+from evstate.core.retention import retention_cutoff
+from evstate.core.table import StateTable
+from evstate.core.triggers.api import TriggerMethods
+from evstate.core.triggers.cursors import CursorStore
+from evstate.core.triggers.manager import TriggerManager
+from evstate.core.writes import Write, encode_checked, plan_records
+from evstate.errors import ConfigError, StoreClosedError
+from evstate.events import CREATED, DELETED, UPDATED, EventRecord, encode_batch, encode_record
+from evstate.ops import parse_ops
+from evstate.ops_apply import apply_update_ops
+from evstate.values import decode_value, encode_value
+
+__all__ = ["History", "Journal", "Store", "register_store_kind"]
+
+
+class Journal(Protocol):
+    """Where committed events go (the file store's segment log)."""
+
+    @property
+    def durable_revision(self) -> int:
+        """The highest revision on stable storage."""
+
+    def append(self, payload: bytes, revision: int, last: int | None = None) -> tuple[int, int]:
+        """Write one record (revisions ``revision..last``); returns its position.
+
+        Raises StorageError (nothing appended) or StoreFailedError (an fsync failed before).
+        """
+
+    def check_writable(self) -> None:
+        """Raise StoreFailedError if the journal failed closed."""
+
+    def wait_durable(self, revision: int) -> None:
+        """Return once ``revision`` is on stable storage (group commit)."""
+
+    def flush(self) -> None:
+        """Make everything appended durable now."""
+
+    def close(self) -> None:
+        """Flush and close."""
+
+
+class History(LogSource, Protocol):
+    """The log source of a store that also indexes every event it commits."""
+
+    def recorded(self, record: EventRecord, segment: int, offset: int) -> None:
+        """Note a committed record and where it is (write lock held)."""
+
+
+_STORE_KINDS: dict[str, type[Store]] = {}
+
+
+def register_store_kind(store_method: str, kind: type[Store]) -> None:
+    """Make ``Store(config)`` open ``kind`` when ``config.store_method`` is ``store_method``.
+
+    Each backend registers itself when imported (``import evstate`` imports them all).
+    """
+    _STORE_KINDS[store_method] = kind
+
+
+class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
+    """An evstate store: state by scope and key, every change an event in the log.
+
+    Open one with :func:`evstate.open`. Thread-safe: any number of threads may call one
+    ``Store``. Writes are serialized (each is atomic); reads never wait for writes.
+    Values are JSON-compatible data; what you pass in and what you get back are copies.
+
+    Durability of a returned write depends on ``config.fsync`` (docs/config.md): under
+    ``always`` (default) it is on stable storage; under ``interval`` it survives a process
+    crash and is fsynced within ``fsync_interval_ms``; under ``never`` it survives a process
+    crash. :meth:`flush` and :meth:`close` make every acknowledged write durable. A memory
+    store keeps nothing after :meth:`close`.
+    """
+
+    _source: History
+
+    def __new__(cls, config: Config | None = None, *args: Any, **kwargs: Any) -> Store:
+        """``Store(config, io=...)`` opens the kind of store ``config.store_method`` names."""
+        if cls is Store:
+            method = config.store_method if config is not None else "in_memory"
+            kind = _STORE_KINDS.get(method)
+            if kind is None:
+                raise ConfigError([f"store_method: no store kind {method!r} is available"])
+            return super().__new__(kind)
+        return super().__new__(cls)
+
+    def _start(
+        self,
+        config: Config,
+        *,
+        table: StateTable,
+        revision: int,
+        timestamp: int,
+        source: History,
+        journal: Journal | None,
+        cursors: CursorStore,
+    ) -> None:
+        """Set up the recovered state and start the background threads (backends call it)."""
+        self._config = config
+        self._table = table
+        self._revision = revision
+        self._last_timestamp = timestamp
+        self._source = source
+        self._journal = journal
+        self._write_lock = getattr(self, "_write_lock", None) or threading.Lock()
+        self._close_lock = self._write_lock  # a write and close never interleave
+        self._snapshot_lock = threading.Lock()
+        self._closed = False
+        self._always = journal is not None and config.fsync == "always"
+        self._visible = revision
+        self._feed = RecordFeed(revision + 1)
+        self._triggers = TriggerManager(self, cursors, enabled=config.triggers_enabled)
+        self._start_maintenance("evstate-maintenance")
+
+    # ---- properties -----------------------------------------------------------------
+
+    @property
+    def path(self) -> str | None:
+        """The store directory, or ``None`` for an in-memory store."""
+        return None
+
+    @property
+    def revision(self) -> int:
+        """The revision of the newest event (0 for an empty store)."""
+        return self._revision
+
+    @property
+    def recovery_notes(self) -> builtins.list[str]:
+        """What recovery repaired or skipped at open (torn tails, bad snapshots, ...)."""
+        return []
+
+    # ---- the write path -------------------------------------------------------------
+
+    def _commit(
+        self, scope: str, key: str, type_code: int, old: bytes | None, new: bytes | None
+    ) -> int:
+        """Append and apply one event. Caller holds the write lock. Returns the revision.
+
+        The single-event twin of :meth:`_commit_writes`, inlined: this is the hot path.
+        """
+        revision = self._revision + 1
+        now = time.time_ns() // 1_000_000
+        timestamp = now if now > self._last_timestamp else self._last_timestamp
+        record = EventRecord(revision, timestamp, type_code, scope, key, old, new)
+        segment = offset = 0
+        journal = self._journal
+        if journal is not None:
+            # check_writable is inside append: a failed fsync refuses the write here
+            segment, offset = journal.append(encode_record(record), revision)
+        self._source.recorded(record, segment, offset)
+        if new is None:
+            self._table.remove(scope, key)
+        else:
+            self._table.put(scope, key, new)
+        self._feed.append(record)
+        self._revision = revision
+        self._last_timestamp = timestamp
+        if not self._always:
+            self._visible = revision
+        return revision
+
+    def _commit_writes(
+        self,
+        writes: Sequence[Write],
+        cursor: tuple[str, int] | None = None,
+        applied: Callable[[], None] | None = None,
+    ) -> builtins.list[EventRecord]:
+        """Commit ``writes`` (and a trigger cursor advance) as ONE log record.
+
+        Every write is applied to the state current now (updates included), in order; the
+        record is written and checksummed as a whole, so all of it is durable or none.
+        ``applied()`` runs under the write lock once the record is in: a trigger moves its
+        in-memory cursor there, so no snapshot sees the writes without the cursor move.
+        Durable per ``fsync`` on return. Returns the events it made.
+        """
+        with self._write_lock:
+            self._check_open()
+            if self._journal is not None:
+                self._journal.check_writable()
+            now = time.time_ns() // 1_000_000
+            timestamp = now if now > self._last_timestamp else self._last_timestamp
+            records = plan_records(writes, self._table.get, self._revision + 1, timestamp)
+            if not records:
+                if applied is not None:
+                    applied()
+                return records
+            segment = offset = 0
+            if self._journal is not None:
+                payload = encode_batch(records, cursor)
+                segment, offset = self._journal.append(
+                    payload, records[0].revision, records[-1].revision
+                )
+            for record in records:
+                self._source.recorded(record, segment, offset)
+                if record.new is None:
+                    self._table.remove(record.scope, record.key)
+                else:
+                    self._table.put(record.scope, record.key, record.new)
+            self._feed.extend(records)
+            self._revision = records[-1].revision
+            self._last_timestamp = timestamp
+            if not self._always:
+                self._visible = self._revision
+            if applied is not None:
+                applied()
+        self._acknowledge(records[-1].revision)
+        return records
+
+    def _acknowledge(self, revision: int) -> None:
+        """Wait for the durability ``fsync`` asks for, then let triggers see the write."""
+        if self._always:
+            journal = self._journal
+            assert journal is not None
+            journal.wait_durable(revision)
+            durable = journal.durable_revision
+            if durable > self._visible:
+                self._visible = min(durable, self._revision)
+        self._feed.notify()
+
+    def _encode_checked(self, value: Any) -> bytes:
+        return encode_checked(value, self._config.max_value_bytes)
+
+    def set(self, scope: str, key: str, value: Any) -> dict[str, Any]:
+        """Replace the value of ``scope/key``.
+
+        Returns:
+            ``{"old_value": <previous value or None>, "new_value": value}``.
+
+        Raises:
+            InvalidRequestError: ``scope`` or ``key`` is not a ``str``.
+            InvalidValueError: ``value`` is not JSON-compatible (names the path).
+            ValueTooLargeError: over ``max_value_bytes`` (code ``VALUE_TOO_LARGE``).
+            StorageError, StoreFailedError, StoreClosedError.
+        Nothing is written when it raises before the append.
+        """
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        if type(scope) is not str or type(key) is not str:
+            check_name("scope", scope)
+            check_name("key", key)
+        new = encode_checked(value, self._config.max_value_bytes)
+        with self._write_lock:
+            if self._closed:
+                raise StoreClosedError("the store is closed")
+            old = self._table.get(scope, key)
+            revision = self._commit(scope, key, CREATED if old is None else UPDATED, old, new)
+        self._acknowledge(revision)
+        return {
+            "old_value": None if old is None else decode_value(old),
+            "new_value": decode_value(new),
+        }
+
+    def update(self, scope: str, key: str, ops: Any) -> dict[str, Any]:
+        """Apply update ops to ``scope/key`` atomically (the iii engine's rules).
+
+        Ops run in order; a failing op is skipped and reported, the others apply. A missing
+        key starts from ``{}`` and is created. ``ops`` is a list of :class:`UpdateOp` or
+        wire dicts.
+
+        Returns:
+            ``{"old_value", "new_value"}`` plus ``"errors"`` (a list of
+            ``{op_index, code, message, doc_url}``) only when an op failed.
+
+        Raises:
+            InvalidRequestError: malformed ops (the whole call fails, nothing written).
+            StorageError, StoreFailedError, StoreClosedError.
+        """
+        self._check_open()
+        check_name("scope", scope)
+        check_name("key", key)
+        parsed = parse_ops(ops)
+        with self._write_lock:
+            self._check_open()
+            if self._journal is not None:
+                self._journal.check_writable()
+            old = self._table.get(scope, key)
+            current = {} if old is None else decode_value(old)
+            new_value, errors = apply_update_ops(current, parsed, missing=old is None)
+            new = encode_value(new_value)
+            revision = self._commit(scope, key, CREATED if old is None else UPDATED, old, new)
+        self._acknowledge(revision)
+        result: dict[str, Any] = {
+            "old_value": None if old is None else decode_value(old),
+            "new_value": decode_value(new),
+        }
+        if errors:
+            result["errors"] = errors
+        return result
+
+    def delete(self, scope: str, key: str) -> Any:
+        """Delete ``scope/key``; returns the deleted value, or ``None`` if it did not exist.
+
+        A delete of a missing key still records a ``deleted`` event (as in iii).
+        """
+        self._check_open()
+        check_name("scope", scope)
+        check_name("key", key)
+        with self._write_lock:
+            self._check_open()
+            if self._journal is not None:
+                self._journal.check_writable()
+            old = self._table.get(scope, key)
+            revision = self._commit(scope, key, DELETED, old, None)
+        self._acknowledge(revision)
+        return None if old is None else decode_value(old)
+
+    # ---- what triggers and the audit read ----------------------------------------------
+
+    def _visible_revision(self) -> int:
+        """The newest revision triggers may see.
+
+        Acknowledged (and, under ``fsync: always``, durable), so a handler never sees a
+        write that could still be lost.
+        """
+        return self._visible
+
+    def _records(self, low: int, high: int) -> Iterator[EventRecord]:
+        return self._feed.records(low, high, self._source)
+
+    def _oldest_revision(self) -> int:
+        return self._source.oldest_revision()
+
+    def _audit_head(self) -> int:
+        return self._revision
+
+    def _live_state(self) -> tuple[int, Scopes]:
+        with self._write_lock:
+            return self._revision, self._table.scope_map()
+
+    # ---- snapshots, retention, numbers ------------------------------------------------
+
+    def snapshot(self) -> int:
+        """Write a snapshot of the current state now; returns its revision.
+
+        A memory store has nothing to write and returns the revision.
+        """
+        self._check_open()
+        return self._revision
+
+    def _retention_cutoff(self) -> int:
+        """The newest revision the retention policy lets go of (0: keep everything)."""
+        return retention_cutoff(
+            self._config.retention,
+            self._revision,
+            time.time_ns() // 1_000_000,
+            self._source.first_revision_from_time,
+            self._triggers.pin(),
+        )
+
+    def compact(self) -> dict[str, Any]:
+        """Apply the retention policy now: delete history older than it allows.
+
+        The current state and every revision from the new horizon on stay answerable. Safe
+        to call while writers write. Returns what was removed and the new
+        ``horizon_revision``.
+        """
+        raise NotImplementedError
+
+    def _maintenance_tick(self) -> None:
+        self.compact()
+
+    def stats(self) -> dict[str, Any]:
+        """Numbers about the store: revisions, keys, files, sizes, the retained range.
+
+        Keys: ``revision``, ``durable_revision``, ``keys``, ``scopes``, ``segments``,
+        ``log_bytes``, ``snapshots``, ``snapshot_bytes``, ``last_snapshot_revision``,
+        ``oldest_revision`` and ``oldest_timestamp`` (the oldest retained event),
+        ``horizon_revision`` (the oldest revision :meth:`at` can answer), ``index_built``.
+        """
+        self._check_open()
+        journal = self._journal
+        result: dict[str, Any] = {
+            "revision": self._revision,
+            "durable_revision": journal.durable_revision if journal else self._revision,
+            "keys": self._table.key_count(),
+            "scopes": len(self._table.scopes()),
+        }
+        result.update(self._source.stats())
+        return result
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Make every acknowledged write durable now (any fsync mode).
+
+        Raises:
+            StoreFailedError: the fsync failed.
+        """
+        self._check_open()
+        if self._journal is not None:
+            self._journal.flush()
+
+    def _close_storage(self) -> None:
+        """Close the journal (its final fsync) and what the backend holds."""
+        if self._journal is not None:
+            self._journal.close()
+
+    def __repr__(self) -> str:
+        where = self.path or "in-memory"
+        state = "closed" if self._closed else f"revision={self._revision}"
+        return f"<evstate.Store {where} {state}>"

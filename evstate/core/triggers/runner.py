@@ -1,0 +1,270 @@
+"""The delivery loop of one trigger: read from its cursor, run the handler, advance.
+
+One thread per registered trigger runs :func:`run`. Per batch it claims the trigger from
+its cursor store (which answers the cursor to deliver after, or that another process
+delivers it now), reads the visible events after the cursor, and for each matching one runs
+the condition and the handler; then it advances the cursor with the handler's writes (or,
+after the last failed attempt, with a dead letter). Delivery semantics: docs/triggers.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from evstate.core.feed import RecordFeed
+from evstate.core.triggers.cursors import CursorStore, Deleted, Fenced
+from evstate.core.triggers.event import (
+    ContextHost,
+    Handler,
+    ReadOnlyContext,
+    TriggerContext,
+    TriggerEvent,
+    call_handler,
+)
+from evstate.core.writes import Write
+from evstate.errors import (
+    BackendUnavailableError,
+    CorruptionError,
+    HistoryCompactedError,
+    StorageError,
+    StoreClosedError,
+    StoreFailedError,
+)
+from evstate.events import EventRecord
+from evstate.values import printable_text
+
+__all__ = [
+    "BATCH",
+    "Delivery",
+    "Runner",
+    "STORAGE_RETRY",
+    "TriggerHost",
+    "dead_letter",
+    "run",
+]
+
+log = logging.getLogger("evstate")
+
+BATCH = 4096  # events read per claim
+STORAGE_RETRY = 0.25  # seconds before retrying after a failed write (a full disk)
+
+
+class TriggerHost(ContextHost, Protocol):
+    """What the trigger machinery needs from a store."""
+
+    _feed: RecordFeed
+
+    def _visible_revision(self) -> int:
+        """The newest revision triggers may see (acknowledged, and durable under always)."""
+
+    def _records(self, low: int, high: int) -> Iterator[EventRecord]:
+        """Records ``low..high`` in order (HistoryCompactedError if some are gone)."""
+
+    def _oldest_revision(self) -> int:
+        """The oldest retained revision."""
+
+
+@dataclass(eq=False)
+class Runner:
+    """A trigger registered in this process: its handler, filters and thread."""
+
+    name: str
+    handler: Handler
+    condition: Handler | None
+    scope: str | None
+    key: str | None
+    registered: bool = True
+    thread: threading.Thread | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    released: bool = False  # the cursor store has let go of it (see Delivery.release)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_error: str | None = None
+    delivered: int = 0
+
+
+@dataclass
+class Delivery:
+    """Settings shared by every runner of a store."""
+
+    host: TriggerHost
+    cursors: CursorStore
+    progress: threading.Condition
+    max_attempts: int = 5
+    backoff: float = 0.05
+    enabled: bool = True
+    closed: bool = False
+    idle: float = 0.5  # longest sleep between looks at the head (shorter: nobody notifies)
+
+    def release(self, runner: Runner) -> None:
+        """Let the cursor store go of ``runner``'s trigger, once, after its last advance."""
+        with runner.lock:
+            if runner.released:
+                return
+            runner.released = True
+        self.cursors.unregister(runner.name)
+
+    def context(self) -> TriggerContext:
+        """A fresh ``event.store`` for one handler call."""
+        if self.cursors.writable:
+            return TriggerContext(self.host)
+        return ReadOnlyContext(self.host)
+
+
+def run(delivery: Delivery, runner: Runner) -> None:
+    """The thread body of ``runner``: deliver until it is stopped or the store closes."""
+    loops: dict[str, asyncio.AbstractEventLoop] = {}
+    stop = runner.stop
+    try:
+        while not stop.is_set() and not delivery.closed:
+            try:
+                _step(delivery, runner, loops)
+            except Fenced:
+                continue  # claim again: the cursor may have moved elsewhere
+            except Deleted as exc:
+                runner.last_error = str(exc)
+                runner.registered = False
+                log.error("evstate: trigger %r stopped: %s", runner.name, exc)
+                return
+            except HistoryCompactedError as exc:
+                runner.last_error = f"history_compacted: {exc}"
+                log.error("evstate: trigger %r is behind the horizon: %s", runner.name, exc)
+                stop.wait(1.0)
+            except CorruptionError as exc:  # a damaged log: report, never skip
+                runner.last_error = f"corruption: {exc}"
+                log.error("evstate: trigger %r cannot read the log: %s", runner.name, exc)
+                stop.wait(1.0)
+            except StoreClosedError:
+                return  # closing: what was not advanced is delivered again after reopening
+            except StoreFailedError as exc:
+                runner.last_error = f"store failed: {exc}"
+                log.error("evstate: trigger %r stopped: %s", runner.name, exc)
+                return
+            except BackendUnavailableError as exc:
+                runner.last_error = f"store unavailable: {exc}"
+                stop.wait(0.5)
+            except StorageError as exc:  # a failed write (a full disk): try it again
+                runner.last_error = f"storage error: {exc}"
+                log.error("evstate: trigger %r will retry: %s", runner.name, exc)
+                stop.wait(STORAGE_RETRY)
+    finally:
+        loop = loops.get("loop")
+        if loop is not None:
+            loop.close()
+        try:
+            delivery.release(runner)
+        except Exception as exc:  # the cursor store logs and retries what it can
+            log.error("evstate: trigger %r: letting go of it failed: %s", runner.name, exc)
+
+
+def _idle(delivery: Delivery, runner: Runner, cursor: int | None, timeout: float) -> None:
+    host = delivery.host
+
+    def ready() -> bool:
+        if runner.stop.is_set() or delivery.closed:
+            return True
+        return delivery.enabled and cursor is not None and host._visible_revision() > cursor
+
+    host._feed.wait(ready, timeout)
+
+
+def _step(delivery: Delivery, runner: Runner, loops: dict[str, asyncio.AbstractEventLoop]) -> None:
+    """One batch: claim, read what is visible after the cursor, deliver, advance."""
+    cursors, host, stop = delivery.cursors, delivery.host, runner.stop
+    if not delivery.enabled:
+        cursors.pause(runner.name)
+        _idle(delivery, runner, None, delivery.idle)
+        return
+    cursor = cursors.claim(runner.name)
+    if cursor is None:  # another process delivers it now
+        _idle(delivery, runner, None, min(delivery.idle, 0.25))
+        return
+    head = host._visible_revision()
+    if cursor >= head:
+        _idle(delivery, runner, cursor, delivery.idle)
+        return
+    try:
+        for record in host._records(cursor + 1, min(head, cursor + BATCH)):
+            if stop.is_set() or not delivery.enabled:
+                break
+            outcome = _deliver(delivery, runner, record, loops)
+            if outcome is None:
+                break  # stopping: this event stays undelivered, and comes again later
+            writes, letter = outcome
+            # A handler that finished is recorded even if it was stopped meanwhile: the
+            # cursor store is let go of only after this thread's last advance.
+            cursors.advance(runner.name, record.revision, writes, letter)
+            if record.revision % 256 == 0:
+                with delivery.progress:
+                    delivery.progress.notify_all()
+    finally:
+        cursors.flush(runner.name)
+        with delivery.progress:
+            delivery.progress.notify_all()
+
+
+def _matches(runner: Runner, record: EventRecord) -> bool:
+    return (runner.scope is None or record.scope == runner.scope) and (
+        runner.key is None or record.key == runner.key
+    )
+
+
+def _deliver(
+    delivery: Delivery,
+    runner: Runner,
+    record: EventRecord,
+    loops: dict[str, asyncio.AbstractEventLoop],
+) -> tuple[list[Write], dict[str, Any] | None] | None:
+    """Run condition and handler, retrying; ``(writes, dead letter)``, or None if stopped."""
+    if not _matches(runner, record):
+        return [], None
+    attempt = 0
+    stop = runner.stop
+    while True:
+        event = TriggerEvent(record, runner.name, delivery.context)
+        try:
+            if runner.condition is None or call_handler(runner.condition, event, loops):
+                call_handler(runner.handler, event, loops)
+                runner.delivered += 1
+            return event.writes, None
+        except StorageError:
+            raise
+        except Exception as exc:
+            if stop.is_set():
+                return None  # unregistered mid-call (e.g. the worker went away)
+            attempt += 1
+            runner.last_error = printable_text(f"{type(exc).__name__}: {exc}")
+            if attempt >= delivery.max_attempts:
+                log.error(
+                    "evstate: trigger %r parked revision %d after %d attempts: %s",
+                    runner.name,
+                    record.revision,
+                    attempt,
+                    runner.last_error,
+                )
+                return [], dead_letter(event, runner.last_error, attempt)
+            log.warning(
+                "evstate: trigger %r failed on revision %d (attempt %d): %s",
+                runner.name,
+                record.revision,
+                attempt,
+                runner.last_error,
+            )
+            if stop.wait(delivery.backoff * 2 ** (attempt - 1)):
+                return None
+
+
+def dead_letter(event: TriggerEvent, error: str, attempts: int) -> dict[str, Any]:
+    """A parked event: ``revision``, ``event``, ``error``, ``attempts``, ``parked_at``."""
+    return {
+        "revision": event.revision,
+        "event": event.to_dict(),
+        "error": error,
+        "attempts": attempts,
+        "parked_at": time.time_ns() // 1_000_000,
+    }
