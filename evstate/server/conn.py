@@ -47,8 +47,8 @@ from evstate.server.protocol import (
     error_body,
     error_of,
     invocation_result,
-    invocation_result_text,
     optional_str,
+    reply_text,
     required_str,
     stopped,
 )
@@ -496,9 +496,4 @@ class Connection:
         result: Any = None,
         error: dict[str, Any] | None = None,
     ) -> None:
-        try:
-            text = invocation_result_text(invocation_id, function_id, result, error)
-        except (ValueError, TypeError) as exc:  # a worker's result that is not JSON data
-            error = error_body("serialization_error", str(exc))
-            text = invocation_result_text(invocation_id, function_id, error=error)
-        self.post(text)
+        self.post(reply_text(invocation_id, function_id, result, error))

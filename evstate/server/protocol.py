@@ -34,6 +34,7 @@ __all__ = [
     "invocation_result",
     "invocation_result_text",
     "optional_str",
+    "reply_text",
     "required_str",
     "sniff_invocation_id",
     "stopped",
@@ -253,6 +254,23 @@ def invocation_result_text(
     if result is NO_RESULT or result is None:
         return head + "}"
     return head + ',"result":' + encode(result) + "}"
+
+
+def reply_text(
+    invocation_id: str,
+    function_id: str,
+    result: Any = NO_RESULT,
+    error: dict[str, Any] | None = None,
+) -> str:
+    """:func:`invocation_result_text`, never failing: every call gets an answer.
+
+    A result that is not JSON data (a worker's) is answered with a ``serialization_error``.
+    """
+    try:
+        return invocation_result_text(invocation_id, function_id, result, error)
+    except (ValueError, TypeError) as exc:
+        error = error_body("serialization_error", str(exc))
+        return invocation_result_text(invocation_id, function_id, error=error)
 
 
 def invocation_result(
