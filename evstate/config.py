@@ -30,6 +30,7 @@ from evstate.config_schema import (
     Config,
     FsyncPolicy,
     StoreMethod,
+    auth_token_given,
     config_from_options,
     got,
     integer_in,
@@ -80,25 +81,68 @@ _MALFORMED = "malformed placeholder (write ${NAME} or ${NAME:default}; $${ is a 
 _TOKEN = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}\n]*))?\}|\$\{")
 
 
-def _expand(text: str, env: Mapping[str, str], source: str) -> str:
+_PLACEHOLDER = "__evstate_placeholder_{}__"
+_SENTINEL = re.compile(r"__evstate_placeholder_(\d+)__")
+
+
+def _mark_placeholders(text: str, env: Mapping[str, str], source: str) -> tuple[str, list[str]]:
+    """Replace every placeholder with a marker the YAML parser keeps as plain text.
+
+    Returns the marked text and the value of each placeholder (``env``, else its default).
+    Every placeholder is checked, comments included, so an unset variable is always an
+    error; its value is put in after parsing (:func:`_fill`), so it is never YAML.
+    """
     problems: list[str] = []
+    values: list[str] = []
 
     def substitute(match: re.Match[str]) -> str:
         token, name, default = match.group(0, 1, 2)
         if token == "$${":
             return "${"
         if name is not None and (name in env or default is not None):
-            return env.get(name, default or "")
+            values.append(env.get(name, default or ""))
+            return _PLACEHOLDER.format(len(values) - 1)
         start = match.start()
         line, column = text.count("\n", 0, start) + 1, start - text.rfind("\n", 0, start)
         unset = f"environment variable {name} is not set and has no default"
         problems.append(f"{source}:{line}:{column}: {_MALFORMED if name is None else unset}")
         return token
 
-    expanded = _TOKEN.sub(substitute, text)
+    marked = _TOKEN.sub(substitute, text)
     if problems:
         raise ConfigError(problems)
-    return expanded
+    return marked, values
+
+
+def _typed(value: str) -> Any:
+    """The value of a placeholder that is a whole YAML value.
+
+    A number, a boolean or null if it spells one (``${PORT:49134}`` is an int, an empty value
+    is null), else exactly its text.
+    """
+    if not value.strip():
+        return None
+    try:
+        parsed = yaml.safe_load(value)
+    except (yaml.YAMLError, ValueError, RecursionError):
+        return value
+    if parsed is None or isinstance(parsed, bool | int | float):
+        return parsed
+    return value
+
+
+def _fill(node: Any, values: list[str]) -> Any:
+    """Put the placeholders' values into the parsed document (keys and values)."""
+    if isinstance(node, dict):
+        return {_fill(k, values): _fill(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fill(item, values) for item in node]
+    if not isinstance(node, str) or "__evstate_placeholder_" not in node:
+        return node
+    whole = _SENTINEL.fullmatch(node)
+    if whole is not None:
+        return _typed(values[int(whole.group(1))])
+    return _SENTINEL.sub(lambda m: values[int(m.group(1))], node)
 
 
 def parse_config_text(
@@ -107,18 +151,21 @@ def parse_config_text(
     """Expand the placeholders in ``text``, parse it as YAML and return the top-level mapping.
 
     ``${NAME}`` becomes ``env[NAME]`` (``env`` defaults to ``os.environ``), ``${NAME:default}``
-    falls back to ``default`` and ``$${`` is a literal ``${``. Expansion is textual and comes
-    before parsing, as in iii: comments are expanded too, and ``${PORT:49134}`` is an integer.
-    An empty document gives ``{}``. Nothing is validated here: see :func:`validate_config`.
+    falls back to ``default`` and ``$${`` is a literal ``${``. Every placeholder must
+    resolve, comments included. A value is put in after the YAML is parsed, so it is never
+    YAML itself (``abc #tail`` stays ``abc #tail``); a placeholder that is a whole value is
+    a number, a boolean or null when it spells one (``${PORT:49134}`` is an integer, an
+    empty value is null). An empty document gives ``{}``. Nothing is validated here: see
+    :func:`validate_config`.
 
     Raises:
         ConfigError: every unset variable without a default and every malformed placeholder,
             or a YAML syntax error, each with line and column; or a top level that is not a
             mapping.
     """
-    expanded = _expand(text, os.environ if env is None else env, source)
+    marked, values = _mark_placeholders(text, os.environ if env is None else env, source)
     try:
-        data = yaml.safe_load(expanded)
+        data = yaml.safe_load(marked)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -126,13 +173,13 @@ def parse_config_text(
         if exc.context and exc.problem:
             what += f" ({exc.context})"
         raise ConfigError([f"{where}: invalid YAML: {what}"]) from exc
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # PyYAML raises ValueError for some escapes
         raise ConfigError([f"{source}: invalid YAML: {exc}"]) from exc
     except RecursionError:
         raise ConfigError([f"{source}: invalid YAML: nested too deeply"]) from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError([f"{source}: the top level must be a mapping, {got(data)}"])
-    return data or {}
+    return _fill(data, values) if values else data or {}
 
 
 # --------------------------------------------------------------------------- validate
@@ -149,7 +196,7 @@ _STATE_CHECKS = {k: c for k, c in OPTION_CHECKS.items() if k not in ("store_meth
 _MANAGER_CHECKS = {
     "host": text_field,
     "port": integer_in(1, 65535),
-    "auth_token": lambda v: None if v is None else text_field(v),
+    "auth_token": auth_token_given,
     "max_message_bytes": integer_in(1024, 1 << 31),
 }
 # Precise messages for keys that are valid one level away, or unsafe to ignore.

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from evstate.errors import ConfigError
+from evstate.values import printable_text
 
 __all__ = [
     "ADAPTER_CHECKS",
@@ -27,6 +28,7 @@ __all__ = [
     "OPTION_CHECKS",
     "Check",
     "Config",
+    "auth_token_given",
     "FsyncPolicy",
     "StoreMethod",
     "config_from_options",
@@ -115,10 +117,48 @@ def _boolean(value: object) -> str | None:
 
 
 def text_field(value: object) -> str | None:
-    """The problem with a text field's value (it must be a non-empty str), or None."""
-    if isinstance(value, str) and value:
-        return None
-    return "must not be empty" if value == "" else f"must be a string, {got(value)}"
+    """The problem with a text field's value, or None.
+
+    It must be a non-empty str that can be written anywhere: no NUL byte (no path or
+    header can hold one) and valid Unicode (an environment variable with undecodable bytes
+    reaches Python as lone surrogates, which no encoder takes).
+    """
+    if not isinstance(value, str):
+        return f"must be a string, {got(value)}"
+    if not value:
+        return "must not be empty"
+    if "\0" in value:
+        return "must not contain a NUL byte"
+    if printable_text(value) != value:
+        return "must be valid Unicode text (it holds bytes that are not UTF-8)"
+    return None
+
+
+_NULL_SPELLINGS = frozenset({"~", "null", "Null", "NULL"})
+
+
+def auth_token_given(value: object) -> str | None:
+    """The problem with an ``auth_token`` a config file names, or None.
+
+    A config that names a token which resolves to nothing (an empty or unset variable, null,
+    blanks, a comment) refuses to start instead of serving without auth.
+    """
+    if value is None:
+        return "resolves to nothing (null): set it to the token, or remove the key"
+    return _auth_token(value)
+
+
+def _auth_token(value: object) -> str | None:
+    if value is None:
+        return None  # no token configured
+    if (text := text_field(value)) is not None:
+        return text.replace("must not be empty", "is empty (an unset or empty variable?)")
+    assert isinstance(value, str)
+    if not value.strip() or value.strip() in _NULL_SPELLINGS or value.lstrip().startswith("#"):
+        return f"resolves to nothing ({value!r}): set it to the token, or remove the key"
+    if value != value.strip():
+        return "has spaces at its ends: the token would not be what you meant"
+    return None
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
@@ -194,7 +234,7 @@ _FIELD_CHECKS: dict[str, Check] = {
     "kv_server": _boolean,
     "server_host": text_field,
     "server_port": integer_in(1, 65535),
-    "server_auth_token": lambda v: None if v is None else text_field(v),
+    "server_auth_token": _auth_token,
     "server_max_message_bytes": integer_in(1024, 1 << 31),
     "redis_url": _redis_url,
     "source": lambda v: None if v is None else text_field(v),

@@ -14,11 +14,23 @@ __all__ = ["check_name", "check_revision", "time_ms"]
 
 
 def check_name(what: str, name: object) -> None:
-    """Raise InvalidRequestError unless ``name`` (a scope or a key) is a ``str``."""
+    """Raise InvalidRequestError unless ``name`` (a scope or a key) is a valid Unicode str.
+
+    A str holding a lone surrogate (``"x\ud800"``, or undecodable bytes smuggled in as
+    surrogate escapes) has no UTF-8 form, so no log, snapshot or wire frame could carry it:
+    it is refused here, before anything is written, by every store kind alike.
+    """
     if type(name) is not str:
         raise InvalidRequestError(
             f"{what} must be a str, got {type(name).__name__}: {name!r}"[:200]
         )
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequestError(
+                f"{what} is not valid Unicode (it holds a lone surrogate): {name!r}"[:200]
+            ) from None
 
 
 def time_ms(when: datetime | float | int) -> int:

@@ -35,7 +35,11 @@ class TableReads:
         """The value of ``scope/key`` (a fresh copy), or ``None`` if it does not exist."""
         if self._closed:
             raise StoreClosedError("the store is closed")
-        if type(scope) is not str or type(key) is not str:
+        if (
+            type(scope) is not str
+            or type(key) is not str
+            or not (scope.isascii() and key.isascii())
+        ):
             check_name("scope", scope)
             check_name("key", key)
         raw = self._table.get(scope, key)

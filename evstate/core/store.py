@@ -264,7 +264,11 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
         """
         if self._closed:
             raise StoreClosedError("the store is closed")
-        if type(scope) is not str or type(key) is not str:
+        if (
+            type(scope) is not str
+            or type(key) is not str
+            or not (scope.isascii() and key.isascii())
+        ):
             check_name("scope", scope)
             check_name("key", key)
         new = encode_checked(value, self._config.max_value_bytes)

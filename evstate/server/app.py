@@ -86,6 +86,7 @@ class Server:
         self.auth_token = auth_token if auth_token is not None else resolve_auth_token(self.config)
         self._ws_server: WsServer | None = None
         self._hub: Hub | None = None
+        self._refusals = 0  # clients refused for want of the token (logged sparingly)
 
     @property
     def hub(self) -> Hub:
@@ -151,12 +152,21 @@ class Server:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         token = self.auth_token
         if token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                log.warning(
-                    "evstate serve: refused a client from %s: missing or wrong bearer token",
-                    connection.remote_address,
-                )
+            # Exactly one Authorization header: two are a client mistake (401), never a 500.
+            given = request.headers.get_all("Authorization")
+            presented = given[0] if len(given) == 1 else ""
+            expected = f"Bearer {token}".encode()
+            if not hmac.compare_digest(presented.encode("utf-8", "replace"), expected):
+                self._refusals += 1
+                if self._refusals <= 20 or self._refusals % 1000 == 0:  # no log flood
+                    log.warning(
+                        "evstate serve: refused client #%d from %s: %s",
+                        self._refusals,
+                        connection.remote_address,
+                        "two Authorization headers"
+                        if len(given) > 1
+                        else "missing or wrong bearer token",
+                    )
                 response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="evstate"'
                 return response

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from evstate.core.functions import serde_type
 from evstate.errors import Error
+from evstate.values import printable_text
 
 __all__ = [
     "CallError",
@@ -154,6 +155,18 @@ def decode_frame(raw: Message) -> dict[str, Any]:
         raise FrameError(
             f"Failed to decode message: {exc}", invocation_id=sniff_invocation_id(raw)
         ) from None
+    except RecursionError:  # nested deeper than Python's stack: serde's limit is 128
+        raise FrameError(
+            "Failed to decode message: recursion limit exceeded",
+            invocation_id=sniff_invocation_id(raw),
+        ) from None
+    if ("\\ud" in text or "\\uD" in text) and _holds_lone_surrogate(frame):
+        # JSON may escape half a surrogate pair; no UTF-8 text (and no Rust String) can
+        # hold it, so the engine refuses the frame, and so does evstate.
+        raise FrameError(
+            "Failed to decode message: lone surrogate in a string (invalid unicode code point)",
+            invocation_id=sniff_invocation_id(raw),
+        )
     if not isinstance(frame, dict):
         raise FrameError(
             f"Failed to decode message: invalid type: {serde_type(frame)}, expected an object"
@@ -168,6 +181,22 @@ def decode_frame(raw: Message) -> dict[str, Any]:
             function_id=_str_or_none(frame.get("function_id")),
         )
     return frame
+
+
+def _holds_lone_surrogate(node: Any) -> bool:
+    """True if a string anywhere in ``node`` (a decoded frame) has no UTF-8 form."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and printable_text(item) != item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _str_or_none(value: object) -> str | None:

@@ -81,7 +81,12 @@ class WireConnection(ServerConnection):
         self._request_read = False  # websockets has the whole HTTP request
         self._tail = b""  # the last bytes of the request so far (its end may be split)
         self._fast = True  # parse frames here (until a frame we leave to websockets)
-        self._partial = b""  # bytes after the request not parsed yet (a frame's start)
+        # Bytes after the request not parsed yet (a frame's start), kept as chunks and
+        # joined once there are ``_need`` of them: a large frame trickling in is copied once,
+        # not once per chunk.
+        self._partial: list[bytes] = []
+        self._partial_len = 0
+        self._need = 0
         self._assembling = False  # slow mode: a fragmented message is arriving
         self._outbox: list[bytes] = []
         self._busy = False
@@ -98,7 +103,26 @@ class WireConnection(ServerConnection):
         protocol: Any = self.protocol
         self._limit = getattr(protocol, "max_message_size", getattr(protocol, "max_size", None))
         if self._partial:
+            self._need = 0
             self.data_received(b"")
+
+    def _keep(self, rest: bytes, need: int = 0) -> None:
+        """Keep ``rest`` (the start of a frame) until ``need`` bytes of it are here."""
+        self._partial = [rest] if rest else []
+        self._partial_len = len(rest)
+        self._need = need
+
+    def _take(self, data: bytes) -> bytes | None:
+        """``data`` after what was kept, or None when the kept frame is still short."""
+        if not self._partial:
+            return data
+        self._partial.append(data)
+        self._partial_len += len(data)
+        if self._partial_len < self._need:
+            return None
+        joined = b"".join(self._partial)
+        self._keep(b"")
+        return joined
 
     def data_received(self, data: bytes) -> None:
         """Parse whole frames here while in fast mode; give the rest to websockets."""
@@ -115,24 +139,23 @@ class WireConnection(ServerConnection):
             self._request_read = True
             super().data_received(data[:cut])
             data = data[cut:]
-        if self._partial:
-            data = self._partial + data
-            self._partial = b""
-        if not data:
+        taken = self._take(data)
+        if not taken:
             return
+        data = taken
         if not self._fast:
             super().data_received(data)
             return
         state = self.protocol.state
         if state is not State.OPEN:
             if state is State.CONNECTING:  # the handshake response is not sent yet
-                self._partial = data
+                self._keep(data)
             else:  # closing: websockets reads the rest (the peer's close frame)
                 self._leave_to_websockets(data)
             return
         sink = self.sink
         if sink is None:  # the handler has not started yet: keep the bytes for it
-            self._partial = data
+            self._keep(data)
             if len(data) > 2**20:  # a client that floods before that: the ordinary path
                 self._leave_to_websockets(b"")
             return
@@ -144,7 +167,7 @@ class WireConnection(ServerConnection):
         i = 0
         while i < end:
             if end - i < 2:
-                self._partial = data[i:]
+                self._keep(data[i:])
                 return
             first, second = data[i], data[i + 1]
             opcode, length = first & 0x0F, second & 0x7F
@@ -158,7 +181,7 @@ class WireConnection(ServerConnection):
                 if end >= head:
                     length = _U64.unpack_from(data, i + 2)[0]
             if end < head:
-                self._partial = data[i:]
+                self._keep(data[i:])
                 return
             if (
                 first & 0xF0 != 0x80  # not final, or reserved bits (no extensions here)
@@ -171,7 +194,7 @@ class WireConnection(ServerConnection):
                 return
             stop = head + length
             if stop > end:
-                self._partial = data[i:]
+                self._keep(data[i:], need=stop - i)
                 return
             payload = apply_mask(data[head:stop], data[head - 4 : head])
             i = stop
@@ -192,7 +215,8 @@ class WireConnection(ServerConnection):
         # no message is half-read: websockets' parser, which has seen nothing since the
         # request, takes the stream over from here, for good.
         self._fast = False
-        rest, self._partial = self._partial + rest, b""
+        rest = b"".join([*self._partial, rest])
+        self._keep(b"")
         if rest:
             super().data_received(rest)
 

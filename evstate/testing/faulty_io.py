@@ -384,13 +384,27 @@ class FaultyIO(DiskIO):
         with self._lock:
             self._alive("truncate " + path)
             inode = self._inode(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             self._fds[fd] = inode
             try:
                 self.truncate(fd, size)
                 self.fsync(fd)
             finally:
                 self.close(fd)
+
+    def write_note(self, path: str, text: str) -> None:
+        """An informational file (``LOCK``'s pid): passes the write points, never durable.
+
+        It stays outside the durability model (nothing reads it back as data); a full disk
+        or an injected fault at ``before_write`` (kind ``other``) makes it raise.
+        """
+        with self._lock:
+            self._alive("write " + path)
+            self._point("before_write", "other", path)
+            if self._space is not None and self._space < len(text.encode()):
+                raise OSError(errno.ENOSPC, f"no space left on device ({path})")
+            super().write_note(path, text)
+            self._point("after_write", "other", path)
 
     def close(self, fd: int) -> None:
         """Close a descriptor (works with the power off: closing writes nothing)."""

@@ -101,7 +101,9 @@ def test_stats_snapshot_compact(cli: Cli, tmp_path: Path) -> None:
     result = cli("compact", "--dir", d, "--keep-revisions", "2").json
     assert result["snapshot_revision"] == 303
     assert result["base"] == 300 and result["segments_deleted"] > 0
-    assert cli("stats", "--dir", d).json["oldest_revision"] == 301
+    stats = cli("stats", "--dir", d).json
+    # the segment holding revision 301 stays whole (a snapshot does not seal a segment)
+    assert stats["oldest_revision"] <= 301 and stats["horizon_revision"] == 300
 
 
 def test_write_commands_need_the_lock(cli: Cli, store_dir: str) -> None:

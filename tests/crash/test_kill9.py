@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import evstate
-from evstate.backends.file.segment import scan_segment
+from evstate.backends.file.segment import read_header, scan_segment
 from evstate.events import decode_entry
 
 WRITER = Path(__file__).with_name("writer.py")
@@ -25,7 +25,9 @@ def replay_log(directory: Path) -> dict[str, dict[str, object]]:
     """An independent replay of the segment files (no Store involved)."""
     state: dict[str, dict[str, object]] = {}
     for seg in sorted(directory.glob("*.log")):
-        for _offset, payload in scan_segment(seg.read_bytes()).records:
+        data = seg.read_bytes()
+        salt = read_header(data)[1]
+        for _offset, payload in scan_segment(data, salt=salt).records:
             for record in decode_entry(payload).records:
                 event = record.to_event()
                 if event.event_type == "deleted":

@@ -14,9 +14,15 @@ from evstate.backends.file.segment import HEADER_SIZE, segment_name
 
 
 def _fill(path: Path, n: int = 5, **options: object) -> None:
+    """Write ``n`` events, then leave the directory as a writer that crashed would.
+
+    A clean close records the head it reached (``HEAD``); a crashed writer leaves none, and
+    only a crash leaves a torn tail behind, which is what these rules are about.
+    """
     with evstate.open(path, **options) as store:
         for i in range(n):
             store.set("s", f"k{i}", {"i": i, "pad": "x" * 20})
+    (path / "HEAD").unlink()
 
 
 def _segments(path: Path) -> list[Path]:

@@ -48,6 +48,12 @@ POINTS = sorted(
             for when in ("before", "after")
             for kind in ("segment", "snapshot")
         ),
+        # LOCK's pid (a write) and HEAD (written like a cursor file at a clean close)
+        *(
+            (f"{when}_{op}", "other")
+            for when in ("before", "after")
+            for op in ("create", "write", "fsync", "fsync_dir", "rename")
+        ),
         ("segment_roll", None),
         ("snapshot_write", None),
         ("cursor_save", None),

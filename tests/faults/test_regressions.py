@@ -225,15 +225,16 @@ def test_an_empty_batch_record_is_corruption(tmp_path: Path, cursor: Any) -> Non
     """Bug: a checksummed batch record holding no events was replayed as nothing (and with
     a cursor, open() crashed with IndexError). Only a buggy writer or a crafted file makes
     one; it is now a CorruptionError naming the file and offset."""
-    from evstate.backends.file.segment import frame_record
+    from evstate.backends.file.segment import frame_record, read_header
     from evstate.events import encode_batch
 
     with evstate.open(tmp_path) as store:
         store.set("s", "k", 1)
     segment = tmp_path / "00000000000000000001.log"
     size = segment.stat().st_size
+    salt = read_header(segment.read_bytes())[1]  # framed as the store's writer frames
     with open(segment, "ab") as f:
-        f.write(frame_record(encode_batch([], cursor)))
+        f.write(frame_record(encode_batch([], cursor), salt))
     with pytest.raises(evstate.CorruptionError) as info:
         evstate.open(tmp_path)
     assert info.value.offset == size

@@ -12,7 +12,7 @@ import pytest
 
 import evstate
 from evstate import Follower, follow
-from evstate.backends.file.segment import frame_record
+from evstate.backends.file.segment import frame_record, read_header
 from evstate.errors import CorruptionError, HistoryCompactedError, StorageError
 from evstate.events import CREATED, EventRecord, encode_record
 
@@ -165,7 +165,9 @@ def test_a_partial_record_is_invisible_until_complete(tmp_path: Path) -> None:
     with evstate.open(path) as store:
         store.set("s", "a", 1)
     segment = next(path.glob("*.log"))
-    frame = frame_record(encode_record(EventRecord(2, 1, CREATED, "s", "b", None, b"\x02")))
+    salt = read_header(segment.read_bytes())[1]
+    record = EventRecord(2, 1, CREATED, "s", "b", None, b"\x02")
+    frame = frame_record(encode_record(record), salt)
     with follow(path, live=False) as follower:
         with open(segment, "ab") as f:
             f.write(frame[:5])  # not even a whole frame header

@@ -42,13 +42,17 @@ def test_snapshot_then_reopen_replays_only_the_tail(tmp_path: Path) -> None:
         assert store.verify() == []
 
 
-def test_periodic_snapshots(tmp_path: Path) -> None:
+def test_periodic_snapshots_come_once_the_log_is_worth_one(tmp_path: Path) -> None:
     with evstate.open(tmp_path, save_interval_ms=100) as store:
         store.set("s", "k", 1)
+        time.sleep(0.5)  # five ticks: a few bytes of log are not worth a snapshot
+        assert store.stats()["last_snapshot_revision"] is None
+        for i in range(12):  # about 1.2 MiB of log (old and new values)
+            store.set("s", "k", {"i": i, "pad": "x" * 50_000})
         deadline = time.monotonic() + 5
-        while store.stats()["last_snapshot_revision"] != 1 and time.monotonic() < deadline:
+        while store.stats()["last_snapshot_revision"] != 13 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert store.stats()["last_snapshot_revision"] == 1
+        assert store.stats()["last_snapshot_revision"] == 13
 
 
 def test_retention_by_revisions_deletes_only_covered_segments(tmp_path: Path) -> None:

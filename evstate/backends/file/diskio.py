@@ -7,6 +7,8 @@ Keeping all I/O behind one small object lets tests substitute a fault-injecting 
 (forget unsynced bytes, fail at named points) without touching the engine.
 Durability rule (docs/reliability.md): a file's data is durable after :meth:`fsync`; a
 file's *name* (create, rename, unlink) is durable after :meth:`fsync_dir` of its directory.
+Nothing is ever written through a symbolic link: files are created exclusively
+(``O_EXCL``), opened for writing with ``O_NOFOLLOW``, and replaced by rename.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ class DiskIO:
     """Thin wrapper over ``os`` calls; thread-safe (holds no state)."""
 
     def open_append(self, path: str) -> int:
-        """Open an existing file for appending; returns a file descriptor."""
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        """Open an existing file for appending (never through a symbolic link)."""
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     def create_exclusive(self, path: str) -> int:
         """Create a new file (fails if it exists) open for appending."""
@@ -133,7 +135,7 @@ class DiskIO:
 
     def truncate_path(self, path: str, size: int) -> None:
         """Cut the file at ``path`` to ``size`` bytes and make that durable."""
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             os.ftruncate(fd, size)
             os.fsync(fd)

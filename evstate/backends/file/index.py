@@ -20,28 +20,53 @@ import threading
 from array import array
 from collections.abc import Iterator
 
-from evstate.backends.file.segment import FRAME, FRAME_SIZE, HEADER_SIZE, scan_segment
+from evstate.backends.file.segment import (
+    FRAME,
+    FRAME_SIZE,
+    HEADER_SIZE,
+    read_header,
+    scan_segment,
+)
 from evstate.errors import CorruptionError
 from evstate.events import EventRecord, RecordDecodeError, decode_entry
 
-__all__ = ["LogIndex", "read_record_at", "scan_records"]
+__all__ = ["LogIndex", "read_record_at", "scan_records", "segment_salt"]
 
 
-def read_record_at(path: str, offset: int, revision: int | None = None) -> EventRecord:
+def segment_salt(path: str) -> int:
+    """The record-checksum salt of segment ``path``, from its header.
+
+    Raises:
+        CorruptionError: the header is bad.
+    """
+    with open(path, "rb") as f:
+        header = os.pread(f.fileno(), HEADER_SIZE, 0)
+    try:
+        return read_header(header)[1]
+    except ValueError as exc:
+        raise CorruptionError(f"bad segment header: {exc}", path=path, offset=0) from None
+
+
+def read_record_at(
+    path: str, offset: int, revision: int | None = None, salt: int | None = None
+) -> EventRecord:
     """Read and check the event framed at ``offset`` of segment ``path``.
 
-    For a batch record, ``revision`` picks the event (default: the first).
+    For a batch record, ``revision`` picks the event (default: the first). ``salt`` is the
+    segment's (read from its header when not given).
 
     Raises:
         CorruptionError: the frame or its payload is bad.
     """
+    if salt is None:
+        salt = segment_salt(path)
     with open(path, "rb") as f:
         head = os.pread(f.fileno(), FRAME_SIZE, offset)
         if len(head) < FRAME_SIZE:
             raise CorruptionError("record header cut short", path=path, offset=offset)
         length, _crc = FRAME.unpack(head)
         data = head + os.pread(f.fileno(), length, offset + FRAME_SIZE)
-    scan = scan_segment(data, start=0)
+    scan = scan_segment(data, start=0, salt=salt)
     if scan.bad_offset is not None or len(scan.records) != 1:
         raise CorruptionError(f"bad record ({scan.reason})", path=path, offset=offset)
     try:
@@ -63,7 +88,11 @@ def scan_records(path: str, *, upto: int | None = None) -> Iterator[tuple[int, E
     """
     with open(path, "rb") as f:
         data = f.read()
-    for offset, payload in scan_segment(data, start=HEADER_SIZE).records:
+    try:
+        salt = read_header(data)[1]
+    except ValueError as exc:
+        raise CorruptionError(f"bad segment header: {exc}", path=path, offset=0) from None
+    for offset, payload in scan_segment(data, start=HEADER_SIZE, salt=salt).records:
         try:
             records = decode_entry(payload).records
         except RecordDecodeError as exc:

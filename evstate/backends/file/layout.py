@@ -18,6 +18,8 @@ __all__ = [
     "FOLLOWERS_DIR",
     "FRAME",
     "FRAME_SIZE",
+    "HEAD_FILE",
+    "HEAD_FILE_VERSION",
     "LOCK_FILE",
     "MAX_RECORD_BYTES",
     "PAYLOAD_PREFIXES",
@@ -26,6 +28,7 @@ __all__ = [
     "SEGMENT_MAGIC",
     "SEGMENT_NAME_RE",
     "SEGMENT_VERSION",
+    "SEGMENT_VERSIONS",
     "SNAPSHOT_HEADER",
     "SNAPSHOT_MAGIC",
     "SNAPSHOT_NAME_RE",
@@ -37,15 +40,20 @@ __all__ = [
 ]
 
 # ---- docs/format.md §1: segment files ------------------------------------------------------
-# magic 4s | version u16 | flags u16 | first_revision u64 | header_crc u32 | reserved u32
+# version 2: magic 4s | version u16 | flags u16 | first_revision u64 | salt u32 |
+#            header_crc u32 (over bytes 0..19)
+# version 1: magic 4s | version u16 | flags u16 | first_revision u64 | header_crc u32 (over
+#            bytes 0..15) | reserved u32; its records are unsalted (salt 0). Still read.
 SEGMENT_MAGIC: Final = b"EVSG"
-SEGMENT_VERSION: Final = 1
+SEGMENT_VERSION: Final = 2
+SEGMENT_VERSIONS: Final = (1, 2)
 SEGMENT_HEADER: Final = struct.Struct("<4sHHQII")
 SEGMENT_HEADER_SIZE: Final = SEGMENT_HEADER.size  # 24
 SEGMENT_NAME_RE: Final = re.compile(r"^(\d{20})\.log$")
 
 # ---- docs/format.md §3: record framing -----------------------------------------------------
-# length u32 | crc u32 over (the 4 length bytes + payload) | payload
+# length u32 | crc u32 | payload; crc = CRC-32 of (the 4 length bytes + payload), started
+# from the segment's salt instead of 0 (snapshots and cursor files: salt 0)
 FRAME: Final = struct.Struct("<II")
 FRAME_SIZE: Final = FRAME.size  # 8
 MAX_RECORD_BYTES: Final = 1 << 30
@@ -68,8 +76,10 @@ TRIGGERS_FILE: Final = "triggers.cbor"  # the owner's cursors and dead letters
 FOLLOWERS_DIR: Final = "followers"  # followers' cursor files: <name>.cursor, <name>.lock
 CURSOR_FILE_VERSION: Final = 1
 
-# ---- docs/format.md, "Directory": the writer's lock ----------------------------------------
+# ---- docs/format.md §9: the writer's lock; §10: the recorded head -------------------------
 LOCK_FILE: Final = "LOCK"
+HEAD_FILE: Final = "HEAD"  # the durable head at the last clean close (a framed CBOR map)
+HEAD_FILE_VERSION: Final = 1
 
 
 def segment_name(first_revision: int) -> str:

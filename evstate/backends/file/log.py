@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from evstate.backends.file.diskio import DiskIO
 from evstate.backends.file.layout import segment_name
 from evstate.backends.file.segment import (
+    FRAME_SIZE,
     HEADER_SIZE,
-    decode_header,
     encode_header,
     frame_record,
     list_segments,
+    new_salt,
+    read_header,
     scan_segment,
 )
 from evstate.errors import CorruptionError, StorageError, StoreFailedError
@@ -43,8 +45,19 @@ class _Segment:
     first_revision: int
     fd: int
     size: int
+    salt: int  # mixed into every record checksum of this segment (docs/format.md §3)
     pins: int = 0  # fsyncs in flight on this fd; it is closed only at zero
     retired: bool = False
+
+
+def _header_salt(path: str) -> int:
+    """The record-checksum salt in the header of segment ``path``."""
+    with open(path, "rb") as f:
+        header = f.read(HEADER_SIZE)
+    try:
+        return read_header(header)[1]
+    except ValueError as exc:
+        raise CorruptionError(f"bad segment header: {exc}", path=path, offset=0) from None
 
 
 class SegmentLog:
@@ -69,6 +82,10 @@ class SegmentLog:
         self.fsync_interval = fsync_interval_ms / 1000.0
         self.io = io or DiskIO()
         self.recovery_notes: list[str] = []
+        # bytes of the records after the snapshot recovery started from, plus every byte
+        # appended since: what a new snapshot would save the next open from replaying
+        self.tail_bytes = 0
+        self._must_reach: tuple[int, str] = (0, "")
         # trigger cursors found in batch records: name -> (cursor, revision of the record)
         self.recovered_cursors: dict[str, tuple[int, int]] = {}
         self.head_revision = 0
@@ -92,23 +109,46 @@ class SegmentLog:
         self.recovery_notes.append(text)
         log.warning("evstate recovery: %s", text)
 
-    def recover(self, after: int = 0) -> Iterator[EventRecord]:
+    def recover(
+        self, after: int = 0, must_reach: tuple[int, str] = (0, "")
+    ) -> Iterator[EventRecord]:
         """Yield every record with a revision above ``after``, oldest first.
 
         ``after`` is the revision a snapshot already holds; segments wholly at or below it
-        are not read. A torn tail of the newest segment is repaired.
+        are not read. A torn tail of the newest segment is repaired. ``must_reach`` is a
+        head the store is known to have reached, and where that is recorded: a log that
+        ends before it (a missing or cut newest segment) is corruption. Every check runs
+        before the first repair, so an open that fails changes no file.
 
         Raises:
             CorruptionError: damage that is not a torn tail (names file and offset), or a
-                log that does not reach back to ``after + 1``.
+                log that does not reach back to ``after + 1``, or ends before
+                ``must_reach``.
             StorageError: the directory could not be read, repaired or made durable.
         """
+        self._must_reach = must_reach
         try:
             yield from self._recover(after)
         except OSError as exc:
             if isinstance(exc, StorageError):
                 raise
             raise StorageError(f"could not recover the log in {self.directory}: {exc}") from exc
+
+    def _check_end(self, end: int, after: int, path: str) -> None:
+        """Refuse a log that ends at ``end``, before what it must hold (before any repair)."""
+        if end < after:
+            raise CorruptionError(
+                f"the log ends at revision {end}, before the snapshot's {after}", path=path
+            )
+        reach, where = self._must_reach
+        if end < reach:
+            raise CorruptionError(
+                f"the log ends at revision {end}, but the store had reached revision {reach} "
+                f"({where}): a segment is missing or was cut. Restore it from a backup; or, "
+                f"to open at revision {end} and lose the rest, move HEAD and triggers.cbor "
+                "aside",
+                path=path,
+            )
 
     def _recover(self, after: int) -> Iterator[EventRecord]:
         files = self._segment_files()
@@ -134,6 +174,8 @@ class SegmentLog:
                 if not (is_last and unfinished):
                     raise CorruptionError("segment header missing or zero", path=path, offset=0)
                 # A segment created by a crashed roll: its header never reached the disk.
+                end = expected - 1 if expected is not None else max(name_revision - 1, after)
+                self._check_end(end, after, path)
                 self._note(f"removed unfinished segment {path} ({len(data)} bytes)")
                 self.io.remove(path)
                 self.io.fsync_dir(self.directory)
@@ -142,7 +184,7 @@ class SegmentLog:
                     self.head_revision = max(name_revision - 1, after)
                 break
             try:
-                first = decode_header(data)
+                first, salt = read_header(data)
             except ValueError as exc:
                 raise CorruptionError(f"bad segment header: {exc}", path=path, offset=0) from None
             if first != name_revision:
@@ -158,7 +200,7 @@ class SegmentLog:
                     offset=0,
                 )
             expected = first
-            scan = scan_segment(data)
+            scan = scan_segment(data, salt=salt)
             for offset, payload in scan.records:
                 try:
                     entry = decode_entry(payload)
@@ -166,6 +208,8 @@ class SegmentLog:
                     raise CorruptionError(str(exc), path=path, offset=offset) from None
                 if not entry.records:  # a checksummed batch of nothing: no writer makes one
                     raise CorruptionError("empty batch record", path=path, offset=offset)
+                if entry.records[-1].revision > after:
+                    self.tail_bytes += FRAME_SIZE + len(payload)
                 for record in entry.records:
                     if record.revision != expected:
                         raise CorruptionError(
@@ -190,6 +234,7 @@ class SegmentLog:
                         path=path,
                         offset=scan.bad_offset,
                     )
+                self._check_end(expected - 1, after, path)
                 dropped = len(data) - scan.valid_end
                 self._note(
                     f"truncated torn tail of {path}: dropped {dropped} bytes at offset "
@@ -197,10 +242,16 @@ class SegmentLog:
                 )
                 self.io.truncate_path(path, scan.valid_end)
             self.head_revision = expected - 1
+        self._check_end(
+            self.head_revision if files else max(self.head_revision, after),
+            after,
+            files[-1][1] if files else self.directory,
+        )
         if files:
             first, path = files[-1]
             size = os.path.getsize(path)
-            self._active = _Segment(path, first, self.io.open_append(path), size)
+            salt = _header_salt(path)  # the newest segment may not have been read (a snapshot)
+            self._active = _Segment(path, first, self.io.open_append(path), size, salt)
             # A crashed writer's last records (and the newest segment's name) may still be
             # only in the page cache: make them durable before anything reads, acknowledges
             # after or delivers them (a power cut must not take back what was served).
@@ -209,11 +260,6 @@ class SegmentLog:
         else:
             self.head_revision = max(self.head_revision, after)
             self._active = self._create_segment(self.head_revision + 1)
-        if self.head_revision < after:
-            raise CorruptionError(
-                f"the log ends at revision {self.head_revision}, before the snapshot's {after}",
-                path=self._active.path,
-            )
         self._written = self._durable = self.head_revision
         if self.fsync_mode == "interval":
             self._syncer = threading.Thread(
@@ -224,8 +270,9 @@ class SegmentLog:
     def _create_segment(self, first_revision: int) -> _Segment:
         path = os.path.join(self.directory, segment_name(first_revision))
         fd = self.io.create_exclusive(path)
+        salt = new_salt()
         try:
-            self.io.write_all(fd, encode_header(first_revision))
+            self.io.write_all(fd, encode_header(first_revision, salt))
         except OSError as exc:
             # Nothing was fsynced (a full disk, say): remove the partial file so the next
             # roll can start over. If that fails too, the OSError makes the caller fail.
@@ -238,7 +285,7 @@ class SegmentLog:
         except BaseException:
             self.io.close(fd)
             raise
-        return _Segment(path, first_revision, fd, HEADER_SIZE)
+        return _Segment(path, first_revision, fd, HEADER_SIZE, salt)
 
     # ---- writing --------------------------------------------------------------------
 
@@ -264,12 +311,13 @@ class SegmentLog:
             StoreFailedError: an fsync failed earlier (or failed while rolling segments).
         """
         self.check_writable()
-        frame = frame_record(payload)
         with self._io_lock:
             seg = self._active
             assert seg is not None, "recover() must run before append()"
-            if seg.size > HEADER_SIZE and seg.size + len(frame) > self.segment_size:
+            if seg.size > HEADER_SIZE and seg.size + FRAME_SIZE + len(payload) > self.segment_size:
                 seg = self._roll(revision)
+            frame = frame_record(payload, seg.salt)
+            self.tail_bytes += len(frame)
             try:
                 self.io.write_all(seg.fd, frame)
             except OSError as exc:
@@ -315,8 +363,9 @@ class SegmentLog:
         """Seal the active segment if it holds records, so the next record starts a new one.
 
         Called under the store's write lock when a snapshot is taken: the snapshot's
-        revision is then the last record of a sealed segment. Raises StoreFailedError (the
-        old segment's fsync failed), or StorageError (the new segment could not be written).
+        revision is then the last record of a sealed segment (fsynced), so compaction can
+        delete history up to it whole. Raises StoreFailedError (the old segment's fsync
+        failed), or StorageError (the new segment could not be written).
         """
         self.check_writable()
         with self._io_lock:

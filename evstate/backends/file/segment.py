@@ -22,6 +22,7 @@ from evstate.backends.file.layout import (
     SEGMENT_MAGIC,
     SEGMENT_NAME_RE,
     SEGMENT_VERSION,
+    SEGMENT_VERSIONS,
     segment_name,
 )
 
@@ -34,6 +35,8 @@ __all__ = [
     "encode_header",
     "frame_record",
     "list_segments",
+    "new_salt",
+    "read_header",
     "scan_segment",
     "segment_name",
     "unframe_single",
@@ -52,35 +55,49 @@ def list_segments(directory: str, io: DiskIO) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def encode_header(first_revision: int) -> bytes:
-    """The header of a new segment."""
-    head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_revision, 0, 0)
-    crc = zlib.crc32(head[:16])
-    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_revision, crc, 0)
+def new_salt() -> int:
+    """A random, non-zero 32-bit salt for a new segment's record checksums."""
+    return int.from_bytes(os.urandom(4), "little") or 1
 
 
-def decode_header(data: bytes) -> int:
-    """Return the first revision from a segment header.
+def encode_header(first_revision: int, salt: int = 0) -> bytes:
+    """The header of a new segment (format version 2) whose records use ``salt``."""
+    head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_revision, salt, 0)
+    crc = zlib.crc32(head[:20])
+    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_revision, salt, crc)
+
+
+def read_header(data: bytes) -> tuple[int, int]:
+    """``(first revision, salt)`` from a segment header (version 1 has salt 0).
 
     Raises:
         ValueError: short header, wrong magic, unknown version, or bad header checksum.
     """
     if len(data) < HEADER_SIZE:
         raise ValueError(f"header is {len(data)} bytes, expected {HEADER_SIZE}")
-    magic, version, _flags, first_revision, crc, _reserved = SEGMENT_HEADER.unpack_from(data, 0)
+    magic, version, _flags, first_revision, word5, word6 = SEGMENT_HEADER.unpack_from(data, 0)
     if magic != SEGMENT_MAGIC:
         raise ValueError(f"bad magic {magic!r}")
-    if zlib.crc32(data[:16]) != crc:
-        raise ValueError("header checksum mismatch")
-    if version != SEGMENT_VERSION:
+    if version not in SEGMENT_VERSIONS:
         raise ValueError(f"unsupported segment format version {version}")
-    return int(first_revision)
+    if version == 1:
+        salt, crc, covered = 0, word5, data[:16]
+    else:
+        salt, crc, covered = word5, word6, data[:20]
+    if zlib.crc32(covered) != crc:
+        raise ValueError("header checksum mismatch")
+    return int(first_revision), int(salt)
 
 
-def frame_record(payload: bytes) -> bytes:
-    """Frame one record payload: length, checksum, payload."""
+def decode_header(data: bytes) -> int:
+    """The first revision from a segment header (see :func:`read_header`)."""
+    return read_header(data)[0]
+
+
+def frame_record(payload: bytes, salt: int = 0) -> bytes:
+    """Frame one record payload: length, checksum (started from ``salt``), payload."""
     length = len(payload).to_bytes(4, "little")
-    return FRAME.pack(len(payload), zlib.crc32(payload, zlib.crc32(length))) + payload
+    return FRAME.pack(len(payload), zlib.crc32(payload, zlib.crc32(length, salt))) + payload
 
 
 def unframe_single(data: bytes) -> bytes:
@@ -113,7 +130,7 @@ class ScanResult:
     corrupt: bool = False
 
 
-def _check_frame(buf: memoryview, pos: int, end: int) -> str | None:
+def _check_frame(buf: memoryview, pos: int, end: int, salt: int) -> str | None:
     """Return None if a valid frame starts at ``pos``, else the reason it is not."""
     if end - pos < FRAME_SIZE:
         return "partial record header"
@@ -123,12 +140,12 @@ def _check_frame(buf: memoryview, pos: int, end: int) -> str | None:
     if length > MAX_RECORD_BYTES or pos + FRAME_SIZE + length > end:
         return "record length runs past the end of the file"
     start = pos + FRAME_SIZE
-    if zlib.crc32(buf[start : start + length], zlib.crc32(buf[pos : pos + 4])) != crc:
+    if zlib.crc32(buf[start : start + length], zlib.crc32(buf[pos : pos + 4], salt)) != crc:
         return "checksum mismatch"
     return None
 
 
-def _valid_record_after(buf: memoryview, data: bytes, pos: int, end: int) -> int | None:
+def _valid_record_after(buf: memoryview, data: bytes, pos: int, end: int, salt: int) -> int | None:
     """Offset of a valid framed event record starting after ``pos``, if there is one."""
     for prefix in PAYLOAD_PREFIXES:
         search = pos + 1 + FRAME_SIZE
@@ -137,17 +154,19 @@ def _valid_record_after(buf: memoryview, data: bytes, pos: int, end: int) -> int
             if hit < 0:
                 break
             candidate = hit - FRAME_SIZE
-            if _check_frame(buf, candidate, end) is None:
+            if _check_frame(buf, candidate, end, salt) is None:
                 return candidate
             search = hit + 1
     return None
 
 
-def scan_segment(data: bytes, *, start: int = HEADER_SIZE) -> ScanResult:
+def scan_segment(data: bytes, *, start: int = HEADER_SIZE, salt: int = 0) -> ScanResult:
     """Walk the records of a segment image (the whole file's bytes, header included).
 
-    Never raises for damaged data: the result describes the damage (docs/format.md §4).
-    A zero-filled tail counts as a torn tail.
+    ``salt`` is the segment's (:func:`read_header`). Never raises for damaged data: the
+    result describes the damage (docs/format.md §4). A zero-filled tail counts as a torn
+    tail. Bytes that look like a record but were never framed with this segment's salt
+    (a user's value holding a crafted frame) do not count as "valid data follows".
     """
     buf = memoryview(data)
     end = len(data)
@@ -162,18 +181,18 @@ def scan_segment(data: bytes, *, start: int = HEADER_SIZE) -> ScanResult:
             body = pos + FRAME_SIZE
             if 0 < length <= end - body:
                 payload = buf[body : body + length]
-                if crc32(payload, crc32(buf[pos : pos + 4])) == crc:
+                if crc32(payload, crc32(buf[pos : pos + 4], salt)) == crc:
                     records.append((pos, payload))
                     pos = body + length
                     continue
-        reason = _check_frame(buf, pos, end) or "invalid record"
+        reason = _check_frame(buf, pos, end, salt) or "invalid record"
         result.bad_offset = pos
         result.valid_end = pos
         if data.count(0, pos, end) == end - pos:
             result.reason = "zero-filled tail"
         else:
             result.reason = reason
-            result.corrupt = _valid_record_after(buf, data, pos, end) is not None
+            result.corrupt = _valid_record_after(buf, data, pos, end, salt) is not None
         return result
     result.valid_end = pos
     return result

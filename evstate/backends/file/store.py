@@ -9,6 +9,7 @@ of ``triggers.cbor``. Recovery rules: docs/format.md §4.
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import threading
 from typing import Any
@@ -20,16 +21,23 @@ from evstate.backends.file.log import SegmentLog
 from evstate.backends.file.maintenance import (
     compact_directory,
     load_newest_snapshot,
+    newest_snapshot_bytes,
+    read_head,
     save_snapshot,
+    write_head,
 )
 from evstate.backends.file.restore import DIRECTORY_RESTORE
-from evstate.backends.file.timeline import FileTimeline
+from evstate.backends.file.timeline import FileTimeline, file_size
 from evstate.config import Config
 from evstate.core.store import Store, register_store_kind
 from evstate.core.table import StateTable
 from evstate.errors import StorageError
 
-__all__ = ["FileStore"]
+__all__ = ["SNAPSHOT_MIN_LOG_BYTES", "FileStore"]
+
+log = logging.getLogger("evstate")
+
+SNAPSHOT_MIN_LOG_BYTES = 1 << 20  # less log than this replays in a few ms: no snapshot
 
 
 class FileStore(Store):
@@ -79,6 +87,8 @@ class FileStore(Store):
         table = StateTable()
         table.load(scopes)
         self._snapshot_revision = base
+        self._snapshot_bytes = newest_snapshot_bytes(self._path, io, base)
+        self._snapshot_mark = 0  # the log's tail_bytes when the newest snapshot was taken
         self._log = segment_log = SegmentLog(
             self._path,
             segment_size=config.segment_size_bytes,
@@ -87,7 +97,7 @@ class FileStore(Store):
             io=io,
         )
         apply = table.apply
-        for record in segment_log.recover(after=base):
+        for record in segment_log.recover(after=base, must_reach=read_head(self._path, io)):
             apply(record)
             timestamp = record.timestamp
         for name, (cursor, source) in segment_log.recovered_cursors.items():
@@ -126,9 +136,11 @@ class FileStore(Store):
         """Write a snapshot of the current state now; returns its revision.
 
         Writers are paused only to copy the table's dictionaries (no value is copied or
-        encoded under the lock) and to seal the active segment; encoding and writing run
-        outside the lock. The snapshot is durable (fsynced, renamed, directory fsynced)
-        when this returns.
+        encoded under the lock) and to seal the active segment (fsynced: a snapshot never
+        gets ahead of a durable log); encoding and writing run outside the lock. The
+        snapshot is durable (fsynced, renamed, directory fsynced) when this returns. The
+        background snapshots come only when the log written since the last one is worth it
+        (:meth:`_snapshot_due`), so segments are never smaller than that.
         """
         self._check_open()
         segment_log = self._log
@@ -141,10 +153,25 @@ class FileStore(Store):
                 scopes = self._table.scope_map()
                 cursors = self._cursors.cursors()
                 timestamp = self._last_timestamp
+                mark = segment_log.tail_bytes
                 segment_log.roll_now()
-            save_snapshot(self._path, self._io, revision, timestamp, scopes, cursors)
+            path = save_snapshot(self._path, self._io, revision, timestamp, scopes, cursors)
             self._snapshot_revision = revision
+            self._snapshot_bytes = file_size(path)
+            self._snapshot_mark = mark
             return revision
+
+    def _snapshot_due(self) -> bool:
+        """Whether the log written since the newest snapshot is worth a new one.
+
+        It is once it is as large as that snapshot (or ``SNAPSHOT_MIN_LOG_BYTES``): the next
+        open then replays at most about one snapshot's worth of log, and a store that
+        changes slowly does not write its whole state for every few events.
+        """
+        segment_log = self._log
+        assert segment_log is not None
+        since = segment_log.tail_bytes - self._snapshot_mark
+        return since >= max(SNAPSHOT_MIN_LOG_BYTES, self._snapshot_bytes)
 
     def compact(self) -> dict[str, Any]:
         """Apply the retention policy now: delete history older than it allows.
@@ -169,13 +196,20 @@ class FileStore(Store):
             self._timeline.forget_index()  # rebuilt lazily from what remains
 
     def _maintenance_tick(self) -> None:
-        if self._revision != self._snapshot_revision:
+        if self._revision != self._snapshot_revision and self._snapshot_due():
             self.snapshot()
         self.compact()
 
+    def _journal_durable(self) -> int:
+        return self._log.durable_revision if self._log is not None else 0
+
     def _close_storage(self) -> None:
         try:
-            super()._close_storage()
+            super()._close_storage()  # the final fsync: raises if it failed
+            try:
+                write_head(self._path, self._io, self._journal_durable())
+            except OSError as exc:  # a record for the next open's check, not the data
+                log.warning("evstate: could not record the head in %s: %s", self._path, exc)
         finally:
             self._lock.release()
 

@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from evstate.backends.file.diskio import DiskIO
-from evstate.backends.file.index import LogIndex, read_record_at, scan_records
-from evstate.backends.file.segment import HEADER_SIZE, decode_header, list_segments, scan_segment
+from evstate.backends.file.index import LogIndex, read_record_at, scan_records, segment_salt
+from evstate.backends.file.maintenance import read_head
+from evstate.backends.file.segment import HEADER_SIZE, list_segments, read_header, scan_segment
 from evstate.backends.file.snapshot import (
     SnapshotError,
     list_snapshots,
@@ -81,6 +82,7 @@ class FileTimeline:
         self._index_build = threading.Lock()
         self._generation = 0  # bumped by forget_index: an index built across it is stale
         self._oldest_seen: int | None = None
+        self._salts: dict[str, int] = {}  # segment path -> its record-checksum salt
 
     def _note(self, text: str) -> None:
         self.notes.append(text)
@@ -105,6 +107,7 @@ class FileTimeline:
         self._index = None
         self._pending = None
         self._generation += 1
+        self._salts.clear()
 
     def saw_segments(self, segments: list[tuple[int, str]]) -> None:
         """Note a listing (lock held); when the oldest segment changed, forget the index."""
@@ -196,7 +199,10 @@ class FileTimeline:
             first, offset = index.location(revision)
             path = os.path.join(self.directory, f"{first:020d}.log")
             try:
-                records.append(read_record_at(path, offset, revision))
+                salt = self._salts.get(path)
+                if salt is None:
+                    salt = self._salts[path] = segment_salt(path)
+                records.append(read_record_at(path, offset, revision, salt))
             except FileNotFoundError:
                 raise compacted(revision, self.oldest_revision()) from None
         return records
@@ -308,7 +314,8 @@ class FileTimeline:
                 raise _Vanished from None
             advance(len(data))
             try:
-                if decode_header(data) != first:
+                named, salt = read_header(data)
+                if named != first:
                     problems.append(f"{path}: header revision differs from the file name")
             except ValueError as exc:
                 problems.append(f"{path}: bad segment header: {exc}")
@@ -317,7 +324,7 @@ class FileTimeline:
             if expected is not None and first != expected:
                 problems.append(f"{path}: revision gap: expected {expected}, starts at {first}")
             expected = first
-            scan = scan_segment(data, start=HEADER_SIZE)
+            scan = scan_segment(data, start=HEADER_SIZE, salt=salt)
             for offset, payload in scan.records:
                 try:
                     records = decode_entry(payload).records
@@ -336,6 +343,13 @@ class FileTimeline:
                 problems.append(f"{path} offset {scan.bad_offset}: {scan.reason}")
         if expected is not None and expected <= head:
             problems.append(f"the log ends at revision {expected - 1}, the store is at {head}")
+        known, where = read_head(self.directory, self.io)
+        log_end = expected - 1 if expected is not None else self._floor(segments)
+        if log_end < known:
+            problems.append(
+                f"the log ends at revision {log_end}, but the store had reached revision "
+                f"{known} ({where}): a segment is missing or was cut"
+            )
         valid: list[tuple[int, Scopes]] = []
         for info in snapshots:
             try:

@@ -13,7 +13,7 @@ import logging
 import os
 
 from evstate.backends.file.diskio import DiskIO
-from evstate.backends.file.segment import HEADER_SIZE, decode_header, scan_segment
+from evstate.backends.file.segment import HEADER_SIZE, read_header, scan_segment
 from evstate.backends.file.snapshot import Snapshot, SnapshotError, list_snapshots, read_snapshot
 from evstate.errors import CorruptionError
 from evstate.events import LogEntry, RecordDecodeError, decode_entry
@@ -60,6 +60,7 @@ class SegmentTail:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.offset = 0
+        self.salt = 0  # the segment's record-checksum salt, read with its header
         self.stalled: str | None = None  # why the bytes after ``offset`` are not visible
         self.corrupt = False  # a valid record follows damage: not a write in progress
 
@@ -89,7 +90,7 @@ class SegmentTail:
                 return []  # the owner is creating this segment
             header = os.pread(self.fd, HEADER_SIZE, 0)
             try:
-                first = decode_header(header)
+                first, self.salt = read_header(header)
             except ValueError as exc:
                 if header.count(0) == HEADER_SIZE:
                     return []  # header not written yet (a crashed roll is removed by the owner)
@@ -104,7 +105,7 @@ class SegmentTail:
                 )
             self.offset = HEADER_SIZE
         data = os.pread(self.fd, size - self.offset, self.offset)
-        scan = scan_segment(data, start=0)
+        scan = scan_segment(data, start=0, salt=self.salt)
         entries = []
         for relative, payload in scan.records:
             try:
