@@ -69,8 +69,8 @@ def timed(fn: Callable[[], object]) -> float:
 
 # ---- baselines ---------------------------------------------------------------------------
 
-FRAME = struct.Struct("<II")  # docs/format.md §3: length u32 | crc32 u32 | payload
-SEGMENT_HEADER_SIZE = 24  # docs/format.md §1
+FRAME = struct.Struct("<II")  # docs/format.md section 3: length u32 | crc32 u32 | payload
+SEGMENT_HEADER_SIZE = 24  # docs/format.md section 1
 
 
 def frame(payload: bytes) -> bytes:
@@ -155,6 +155,8 @@ class Figure:
 def fmt_value(value: float, unit: str) -> str:
     if unit == "MiB":
         return f"{value:,.0f} MiB"
+    if unit == "bytes":
+        return f"{value / 1e6:,.1f} MB"
     if unit == "ms":  # latencies and durations: lower is better
         if value >= 100:
             return f"{value:,.0f} ms"

@@ -1,4 +1,4 @@
-"""Follower figures (issue 7 §2): how soon a follower in another process sees a write.
+"""Follower figures (issue 7 section 2): how soon a follower in another process sees a write.
 
 - 9a: freshness, watched: an owner process writes (``fsync=always``, paced at 200 writes/s)
   and stamps ``time.monotonic()`` as each ``set`` returns (after its fsync); a follower in

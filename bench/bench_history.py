@@ -1,4 +1,4 @@
-"""Snapshot, point-in-time and history figures (issue 3 §6).
+"""Snapshot, point-in-time and history figures (issue 3 section 6).
 
 - 7a: reopen a store holding a 1M-key snapshot and a short tail, vs decoding that snapshot
   file alone (``evstate.backends.file.snapshot.read_snapshot``); target <= 1.5x.

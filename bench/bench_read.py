@@ -1,4 +1,4 @@
-"""Read-path figures (issue 2 §7): 4 (get of a typical value vs lmdb get + cbor2.loads) and
+"""Read-path figures (issue 2 section 7): 4 (get of a typical value vs lmdb get + cbor2.loads) and
 the context row c2 (plain dict get).
 """
 

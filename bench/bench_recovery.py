@@ -1,4 +1,4 @@
-"""Recovery and memory figures (issue 2 §7): 5 (reopen a 1M-event log vs a raw replay of the
+"""Recovery and memory figures (issue 2 section 7): 5 (reopen a 1M-event log vs a raw replay of the
 same files) and 6 (RSS of 1M typical keys vs the same data in a plain dict of dicts).
 """
 

@@ -1,4 +1,4 @@
-"""Redis adapter figures (issue 6 §5): write throughput of 1, 2 and 4 evstate processes
+"""Redis adapter figures (issue 6 section 5): write throughput of 1, 2 and 4 evstate processes
 sharing one Redis, against redis-py doing plain ``HSET``s of the same JSON (the floor of what
 the network and Redis allow), measured in the same run with interleaved rounds.
 

@@ -1,4 +1,4 @@
-"""Server figures (issue 5 §3): ``evstate serve`` measured over real sockets on loopback.
+"""Server figures (issue 5 section 3): ``evstate serve`` measured over real sockets on loopback.
 
 - 9a: ``state::set`` calls/s through the server (``python -m evstate serve``, file store,
   ``fsync: interval``) with 50 calls in flight on 50 connections, one each, exactly as

@@ -1,4 +1,4 @@
-"""Trigger figures (issue 4 §4). Handlers are no-ops; cursors are checkpointed durably by the
+"""Trigger figures (issue 4 section 4). Handlers are no-ops; cursors are checkpointed durably by the
 store's checkpointer (every 100 ms, log fsync first) as in any store.
 
 - 8a: delivery, catch-up in process: N events written with no trigger, then a trigger

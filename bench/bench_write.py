@@ -1,4 +1,4 @@
-"""Write-path figures (issue 2 §7): 1 (set, fsync=interval vs sqlite3), 2 (set, fsync=always,
+"""Write-path figures (issue 2 section 7): 1 (set, fsync=interval vs sqlite3), 2 (set, fsync=always,
 1 thread vs a raw write+fdatasync loop), 3 (set, fsync=always, 16 threads vs 1 thread) and
 the context row c1 (plain dict set).
 """

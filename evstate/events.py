@@ -1,6 +1,6 @@
 """State-change events and their log record encoding.
 
-Format: see docs/format.md §2 (record payload). An event is what every ``set``, ``update``
+Format: see docs/format.md section 2 (record payload). An event is what every ``set``, ``update``
 and ``delete`` appends to the log: a gap-free ``revision``, a millisecond ``timestamp``,
 the ``event_type`` (``created`` / ``updated`` / ``deleted``, as in iii), ``scope``, ``key``,
 and the old and new values.
@@ -39,7 +39,7 @@ __all__ = [
     "iii_event_dict",
 ]
 
-# docs/format.md §2: record kinds and event type codes.
+# docs/format.md section 2: record kinds and event type codes.
 RECORD_KIND_EVENT: Final = 1
 RECORD_KIND_BATCH: Final = 2
 CREATED: Final = 1
@@ -115,7 +115,7 @@ class Event:
         return event_dict(self)
 
     def to_iii(self) -> dict[str, Any]:
-        """The iii engine's wire event (reference §4.3): ``type`` and ``state:<kind>``."""
+        """The iii engine's wire event: ``type`` and ``state:<kind>``."""
         return iii_event_dict(self)
 
 
@@ -134,7 +134,7 @@ def event_dict(event: Any) -> dict[str, Any]:
 
 
 def iii_event_dict(event: Any) -> dict[str, Any]:
-    """The iii engine's wire event (reference §4.3) of any event object."""
+    """The iii engine's wire event of any event object."""
     return {
         "type": "state",
         "event_type": "state:" + event.event_type,
@@ -146,7 +146,7 @@ def iii_event_dict(event: Any) -> dict[str, Any]:
 
 
 def encode_record(record: EventRecord) -> bytes:
-    """Encode an event record payload (docs/format.md §2). Never raises for valid records."""
+    """Encode an event record payload (docs/format.md section 2). Never raises for valid records."""
     return cbor2.dumps([RECORD_KIND_EVENT, *record])  # type: ignore[no-any-return,unused-ignore]
 
 
@@ -154,7 +154,7 @@ def encode_batch(records: list[EventRecord], cursor: tuple[str, int] | None) -> 
     """Encode several events (consecutive revisions) and a trigger cursor as one record.
 
     The record is written and checksummed as a whole, so the events and the cursor advance
-    are durable together or not at all (docs/format.md §2, kind 2).
+    are durable together or not at all (docs/format.md section 2, kind 2).
     """
     name, revision = cursor if cursor is not None else (None, None)
     return cbor2.dumps([RECORD_KIND_BATCH, [list(r) for r in records], name, revision])  # type: ignore[no-any-return,unused-ignore]

@@ -3,11 +3,11 @@
 A port of the iii engine's update ops, in two layers (the second is
 :mod:`evstate.ops_apply`):
 
-* :func:`parse_ops` checks the *wire shape* (reference §3.1). A shape problem fails the
+* :func:`parse_ops` checks the *wire shape*. A shape problem fails the
   whole call with :class:`InvalidRequestError` (code ``deserialization_error``) whose message
   is worded like serde's, e.g. ``missing field `by```. The caller adds the function prefix:
   ``Failed to deserialize input for state::update: <message>``.
-* :func:`apply_update_ops` applies well-formed ops best-effort, in order (reference §3.3).
+* :func:`apply_update_ops` applies well-formed ops best-effort, in order.
   A semantic problem (bad path, wrong target type) never raises: it becomes an entry in the
   returned error list and the op is skipped.
 

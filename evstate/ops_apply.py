@@ -73,7 +73,7 @@ def apply_update_ops(
 
 
 def _path_problem(kind: str, segments: tuple[str, ...]) -> _OpError:
-    """Check the path bounds every op shares (reference §3.3, "Path validation")."""
+    """Check the path bounds every op shares."""
     if len(segments) > MAX_PATH_DEPTH:
         return (
             f"{kind}.path.too_deep",

@@ -1,9 +1,9 @@
 """The iii function surface: ``call(function_id, payload)`` over a store.
 
 Maps the six state functions, in the engine's ``state::set`` spelling and the doc's
-``state.set`` spelling, onto store methods, decoding payloads with the engine's rules
-(reference §2): unknown fields are ignored, ``data`` is an alias of ``value``, and a
-payload that does not decode fails with ``deserialization_error`` and a serde-style
+``state.set`` spelling, onto store methods, decoding payloads with the engine's rules:
+unknown fields are ignored, ``data`` is an alias of ``value``, and a payload that does not
+decode fails with ``deserialization_error`` and a serde-style
 message. The one difference between spellings: ``state::list`` returns the list of values
 (the engine), ``state.list`` the ``{key: value}`` mapping (the doc).
 """

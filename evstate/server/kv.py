@@ -1,4 +1,4 @@
-"""The historical ``kv_server::*`` functions (reference §5.5), served when ``kv_server`` is on.
+"""The historical ``kv_server::*`` functions, served when ``kv_server`` is on.
 
 The iii engine's ``modules::kv_server::KvServer`` (removed from iii in March 2026) used the
 same key-value store as the state module, with ``index`` where state says ``scope``. Here

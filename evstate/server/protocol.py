@@ -41,7 +41,7 @@ __all__ = [
     "stopped",
 ]
 
-# Error codes the engine itself produces (reference §6.6).
+# Error codes the engine itself produces.
 FUNCTION_NOT_FOUND: Final = "function_not_found"
 INVOCATION_STOPPED: Final = "invocation_stopped"
 INVOCATION_FAILED: Final = "invocation_failed"
@@ -72,12 +72,12 @@ class CallError(Exception):
 
 
 def stopped() -> CallError:
-    """The engine's error for an invocation whose worker went away (reference §4.4)."""
+    """The engine's error for an invocation whose worker went away."""
     return CallError(INVOCATION_STOPPED, "Invocation stopped")
 
 
 def function_not_found(function_id: str, namespace: str = "default") -> CallError:
-    """The engine's ``function_not_found`` error (wording of reference §6.8)."""
+    """The engine's ``function_not_found`` error (the engine's wording)."""
     return CallError(
         FUNCTION_NOT_FOUND, f"Function {function_id} not found in namespace {namespace}"
     )
@@ -310,7 +310,7 @@ def invocation_result(
 ) -> dict[str, Any]:
     """An ``invocationresult`` frame; with ``NO_RESULT`` (or None) it has no ``result`` key.
 
-    The engine omits ``result`` for a function that returned nothing (reference §2.1);
+    The engine omits ``result`` for a function that returned nothing;
     the SDKs read the absence as None.
     """
     frame: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""State triggers registered by workers, as durable store triggers (docs/protocol.md §4).
+"""State triggers registered by workers, as durable store triggers (docs/protocol.md section 4).
 
 A worker's ``registertrigger`` of type ``state`` becomes a store trigger
 (:meth:`evstate.Store.trigger`): a projection with its own durable cursor, delivering
@@ -101,7 +101,7 @@ def parse_trigger_config(config: object) -> StateTriggerConfig:
     """Decode a ``state`` trigger config as the engine does (unknown keys ignored).
 
     A frame without ``config`` (:data:`MISSING`) is read as ``{}``: the engine drops such a
-    frame, silently losing the trigger, which helps nobody (reference §4.1).
+    frame, silently losing the trigger, which helps nobody.
 
     Raises:
         TriggerConfigError: ``config`` is not an object (``null`` included) or a field is not

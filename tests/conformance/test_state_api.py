@@ -128,7 +128,7 @@ def test_update_with_malformed_ops_writes_nothing(store: Any) -> None:
 def test_update_worked_examples(
     store: Any, old: Any, ops: list[Any], new: Any, expected: Any
 ) -> None:
-    """The reference §3.3 worked examples, through the store (stored, returned, logged)."""
+    """The reference section 3.3 worked examples, through the store (stored, returned, logged)."""
     if old is not MISSING:
         store.set("s", "k", old)
     result = store.update("s", "k", ops)
@@ -141,7 +141,7 @@ def test_update_worked_examples(
     assert (event.old_value, event.new_value) == (result["old_value"], new)
 
 
-# A combinatorial slice of the §3.3 matrix: every op kind on every kind of target, with the
+# A combinatorial slice of the section 3.3 matrix: every op kind on every kind of target, with the
 # path shapes that decide the rules (root, first level, nested, missing, bad segments).
 STARTS: list[Any] = [
     MISSING,

@@ -1,4 +1,4 @@
-"""One test per recovery rule of docs/format.md §4, named after the rule."""
+"""One test per recovery rule of docs/format.md section 4, named after the rule."""
 
 from __future__ import annotations
 

@@ -174,9 +174,9 @@ def test_a_flipped_bit_in_a_follower_cursor_file_is_caught(tmp_path: Path) -> No
         data = bytearray(cursor_file.read_bytes())
         data[len(data) // 2] ^= 0x04
         cursor_file.write_bytes(bytes(data))
-        with evstate.follow(tmp_path) as follower:
-            with pytest.raises(evstate.StorageError, match="unreadable follower cursor file"):
-                follower.trigger("mirror", seen.append)
+        unreadable = pytest.raises(evstate.StorageError, match="unreadable follower cursor file")
+        with evstate.follow(tmp_path) as follower, unreadable:
+            follower.trigger("mirror", seen.append)
 
 
 def test_a_follower_trigger_with_a_very_long_name_works(tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ class PowerCutMachine(RuleBasedStateMachine):
         try:
             self.store.trigger(name, self._handler(name), scope=TRIGGERS[name], start="earliest")
         except evstate.HistoryCompactedError:
-            # Unregistered triggers do not pin history (docs/triggers.md §7): its cursor
+            # Unregistered triggers do not pin history (docs/triggers.md section 7): its cursor
             # fell behind the horizon. Start it over.
             status = self.store.trigger_status()[name]
             assert status["cursor"] < self.store.stats()["oldest_revision"] - 1

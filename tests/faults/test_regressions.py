@@ -132,7 +132,7 @@ def test_at_never_starts_from_an_orphan_snapshot(tmp_path: Path) -> None:
 def test_a_misshapen_cursor_file_is_reported_and_ignored(tmp_path: Path, body: Any) -> None:
     """Bug: a decodable but misshapen triggers.cbor made open() raise AttributeError /
     TypeError / ValueError, and leaked the directory lock (the next open in the process
-    raised StoreLockedError). docs/format.md §7 says such a file is reported and ignored."""
+    raised StoreLockedError). docs/format.md section 7 says such a file is reported and ignored."""
     with evstate.open(tmp_path) as store:
         store.set("s", "k", 1)
     (tmp_path / "triggers.cbor").write_bytes(frame_record(cbor2.dumps(body)))
@@ -244,7 +244,7 @@ def test_an_empty_batch_record_is_corruption(tmp_path: Path, cursor: Any) -> Non
 def test_a_snapshot_with_misshapen_content_is_ignored(tmp_path: Path) -> None:
     """Bug: a snapshot whose checksums were right but whose trailer cursors or chunk keys
     had the wrong types was used: open() then crashed (TypeError), instead of ignoring the
-    snapshot as docs/format.md §5 says for a bad one."""
+    snapshot as docs/format.md section 5 says for a bad one."""
     import struct
     import zlib
 

@@ -3,7 +3,7 @@
 Reference directories are written once (several segments; snapshots with and without
 compaction; a trigger cursor file), with the state of every revision known. Each example
 copies one, damages one file (bit flips, overwrites, cuts, inserts, zeroed or duplicated
-ranges) and opens it. The promise (docs/format.md §4, §5, §7): a damaged file is reported
+ranges) and opens it. The promise (docs/format.md sections 4, 5, 7): a damaged file is reported
 (``CorruptionError``, ``recovery_notes``, or ``verify()`` for files open() does not read),
 never returned as data:
 

@@ -12,7 +12,6 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings

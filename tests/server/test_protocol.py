@@ -1,4 +1,4 @@
-"""The engine protocol frame by frame, with a raw WebSocket client (reference §6)."""
+"""The engine protocol frame by frame, with a raw WebSocket client (reference section 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests for evstate.ops: UpdateOp wire shapes, parse_ops and the §3.3 rule matrix."""
+"""Unit tests for evstate.ops: UpdateOp wire shapes, parse_ops and the section 3.3 rule matrix."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ ALL_KINDS_ON_KEY = [
 ]
 
 
-# --------------------------------------------------------------------------- §3.3 worked examples
+# ------------------------------------------------------------------ the engine's worked examples
 
 WORKED_EXAMPLES = [
     ("missing-increment", MISSING, [inc("counter", 1)], {"counter": 1}, []),
@@ -710,7 +710,7 @@ def test_remove_on_non_object_root_is_target_not_object(root: Any, name: str) ->
     assert error["message"] == f"Cannot remove at path 'a': target is {name}, expected object."
 
 
-# --------------------------------------------------------------------------- §3.4 missing key
+# ---------------------------------------------------------------------------- missing key
 
 
 def test_empty_ops_on_missing_key_gives_empty_object() -> None:

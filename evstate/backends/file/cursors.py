@@ -1,8 +1,8 @@
-"""Trigger cursor files (docs/format.md §7), and the file store's cursor store.
+"""Trigger cursor files (docs/format.md section 7), and the file store's cursor store.
 
 One format and one writer for every cursor file: the owner's ``triggers.cbor`` and each
 follower trigger's ``followers/<name>.cursor`` are a CBOR map framed with its length and a
-CRC-32 (the record framing of §3), replaced atomically (``.tmp``, fsync, rename, directory
+CRC-32 (the record framing of section 3), replaced atomically (``.tmp``, fsync, rename, directory
 fsync) through :class:`~evstate.backends.file.diskio.DiskIO`::
 
     {"version": 1, "resets": {name: head}, "triggers": {name: {"cursor": int,

@@ -39,7 +39,7 @@ __all__ = [
     "snapshot_name",
 ]
 
-# ---- docs/format.md §1: segment files ------------------------------------------------------
+# ---- docs/format.md section 1: segment files ----------------------------------------------------
 # version 2: magic 4s | version u16 | flags u16 | first_revision u64 | salt u32 |
 #            header_crc u32 (over bytes 0..19)
 # version 1: magic 4s | version u16 | flags u16 | first_revision u64 | header_crc u32 (over
@@ -51,19 +51,19 @@ SEGMENT_HEADER: Final = struct.Struct("<4sHHQII")
 SEGMENT_HEADER_SIZE: Final = SEGMENT_HEADER.size  # 24
 SEGMENT_NAME_RE: Final = re.compile(r"^(\d{20})\.log$")
 
-# ---- docs/format.md §3: record framing -----------------------------------------------------
+# ---- docs/format.md section 3: record framing ---------------------------------------------------
 # length u32 | crc u32 | payload; crc = CRC-32 of (the 4 length bytes + payload), started
 # from the segment's salt instead of 0 (snapshots and cursor files: salt 0)
 FRAME: Final = struct.Struct("<II")
 FRAME_SIZE: Final = FRAME.size  # 8
 MAX_RECORD_BYTES: Final = 1 << 30
 # Every record payload starts with CBOR "array of 8" then kind 1, or "array of 4" then
-# kind 2 (docs/format.md §2): the corruption check looks for these after a bad record.
+# kind 2 (docs/format.md section 2): the corruption check looks for these after a bad record.
 PAYLOAD_PREFIXES: Final = (b"\x88\x01", b"\x84\x02")
 
-# ---- docs/format.md §5: snapshot files -----------------------------------------------------
+# ---- docs/format.md section 5: snapshot files ---------------------------------------------------
 # magic 4s | version u16 | flags u16 | revision u64 | timestamp u64 | header_crc u32 |
-# reserved u32; then framed chunks (§3) and a framed trailer
+# reserved u32; then framed chunks and a framed trailer
 SNAPSHOT_MAGIC: Final = b"EVSS"
 SNAPSHOT_VERSION: Final = 1
 SNAPSHOT_HEADER: Final = struct.Struct("<4sHHQQII")  # 32 bytes
@@ -71,12 +71,12 @@ SNAPSHOT_NAME_RE: Final = re.compile(r"^(\d{20})\.snap$")
 CHUNK_KEYS: Final = 4096  # keys per chunk: ~0.3 ms to encode, ~0.1 ms to decode
 TRAILER_TAG: Final = "end"
 
-# ---- docs/format.md §7: trigger cursor files -----------------------------------------------
+# ---- docs/format.md section 7: trigger cursor files ---------------------------------------------
 TRIGGERS_FILE: Final = "triggers.cbor"  # the owner's cursors and dead letters
 FOLLOWERS_DIR: Final = "followers"  # followers' cursor files: <name>.cursor, <name>.lock
 CURSOR_FILE_VERSION: Final = 1
 
-# ---- docs/format.md §9: the writer's lock; §10: the recorded head -------------------------
+# ---- docs/format.md sections 9 and 10: the writer's lock, the recorded head -----------
 LOCK_FILE: Final = "LOCK"
 HEAD_FILE: Final = "HEAD"  # the durable head at the last clean close (a framed CBOR map)
 HEAD_FILE_VERSION: Final = 1

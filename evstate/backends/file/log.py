@@ -45,7 +45,7 @@ class _Segment:
     first_revision: int
     fd: int
     size: int
-    salt: int  # mixed into every record checksum of this segment (docs/format.md §3)
+    salt: int  # mixed into every record checksum of this segment (docs/format.md section 3)
     pins: int = 0  # fsyncs in flight on this fd; it is closed only at zero
     retired: bool = False
 

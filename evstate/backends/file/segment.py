@@ -1,7 +1,7 @@
 """One segment file of the log: header, record framing, checksums, scanning.
 
-Format: see docs/format.md §1 (file header and naming) and §3 (record framing); the
-recovery rules implemented by :func:`scan_segment` are docs/format.md §4. The byte layouts
+Format: see docs/format.md section 1 (file header and naming) and section 3 (record framing); the
+recovery rules implemented by :func:`scan_segment` are docs/format.md section 4. The byte layouts
 are the constants of :mod:`evstate.backends.file.layout`.
 """
 
@@ -101,7 +101,7 @@ def frame_record(payload: bytes, salt: int = 0) -> bytes:
 
 
 def unframe_single(data: bytes) -> bytes:
-    """The payload of a file that holds exactly one framed record (docs/format.md §3, §7).
+    """The payload of a file holding exactly one framed record (docs/format.md sections 3, 7).
 
     Raises:
         ValueError: the file is short, has trailing bytes, or fails its checksum.
@@ -164,7 +164,7 @@ def scan_segment(data: bytes, *, start: int = HEADER_SIZE, salt: int = 0) -> Sca
     """Walk the records of a segment image (the whole file's bytes, header included).
 
     ``salt`` is the segment's (:func:`read_header`). Never raises for damaged data: the
-    result describes the damage (docs/format.md §4). A zero-filled tail counts as a torn
+    result describes the damage (docs/format.md section 4). A zero-filled tail counts as a torn
     tail. Bytes that look like a record but were never framed with this segment's salt
     (a user's value holding a crafted frame) do not count as "valid data follows".
     """

@@ -1,7 +1,7 @@
 """Snapshot files: the whole state at one revision, written atomically.
 
-Format: see docs/format.md §5. A snapshot is a header, then framed chunks (the record
-framing of docs/format.md §3), then a framed trailer that counts what came before: a file
+Format: see docs/format.md section 5. A snapshot is a header, then framed chunks (the record
+framing of docs/format.md section 3), then a framed trailer that counts what came before: a file
 without a valid trailer is incomplete and never used. Chunks keep every encode and decode
 step short, so a snapshot written in the background never holds the GIL for long.
 

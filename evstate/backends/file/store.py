@@ -3,7 +3,7 @@
 What the file backend adds to :class:`~evstate.core.store.Store`: the directory lock,
 recovery at open (newest valid snapshot + the log after it), the segment log as the
 journal, snapshots every ``save_interval_ms``, compaction, and the durable trigger cursors
-of ``triggers.cbor``. Recovery rules: docs/format.md §4.
+of ``triggers.cbor``. Recovery rules: docs/format.md section 4.
 """
 
 from __future__ import annotations

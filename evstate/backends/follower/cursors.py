@@ -1,7 +1,7 @@
 """Cursor files of follower triggers: one per trigger, checksummed, locked while it runs.
 
 ``<cursor_dir>/<name>.cursor`` holds the trigger's cursor and dead letters in the one
-cursor-file format (docs/format.md §7, :mod:`evstate.backends.file.cursors`): framed,
+cursor-file format (docs/format.md section 7, :mod:`evstate.backends.file.cursors`): framed,
 checksummed, replaced atomically, so a flipped bit is caught instead of skipping events.
 ``<name>.lock`` is ``flock``-ed by the process that runs the trigger, so one process at a
 time runs a given name, and edits of a stopped trigger (``replay_trigger``,

@@ -178,7 +178,7 @@ class RedisStore(StoreBase, AuditMethods, TriggerMethods):
         }
 
     def update(self, scope: str, key: str, ops: Any) -> dict[str, Any]:
-        """Apply update ops to ``scope/key`` atomically (iii semantics, reference §3).
+        """Apply update ops to ``scope/key`` atomically (the iii engine's rules).
 
         Returns ``{"old_value", "new_value"}`` plus ``"errors"`` when an op failed.
 
