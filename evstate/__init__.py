@@ -21,19 +21,25 @@ from evstate.backends.file.store import FileStore
 from evstate.backends.follower.follower import Follower, follow
 from evstate.backends.memory.store import MemoryStore
 from evstate.config import Config, load_config
+from evstate.core.batch import Batch
 from evstate.core.store import Store
 from evstate.core.triggers.event import TriggerContext, TriggerEvent
 from evstate.core.triggers.manager import Trigger
 from evstate.core.view import StateView
 from evstate.errors import (
     BackendUnavailableError,
+    CompareFailedError,
     ConfigError,
     CorruptionError,
     Error,
     FunctionNotFoundError,
     HistoryCompactedError,
+    InvalidCursorError,
+    InvalidPageLimitsError,
     InvalidRequestError,
     InvalidValueError,
+    ListingCapacityError,
+    RowTooLargeError,
     StorageError,
     StoreClosedError,
     StoreFailedError,
@@ -48,6 +54,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "Batch",
+    "CompareFailedError",
     "Config",
     "ConfigError",
     "CorruptionError",
@@ -56,8 +64,12 @@ __all__ = [
     "Follower",
     "FunctionNotFoundError",
     "HistoryCompactedError",
+    "InvalidCursorError",
+    "InvalidPageLimitsError",
     "InvalidRequestError",
     "InvalidValueError",
+    "ListingCapacityError",
+    "RowTooLargeError",
     "StateView",
     "StorageError",
     "Store",

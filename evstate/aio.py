@@ -16,9 +16,12 @@ from typing import Any, TypeVar
 
 import evstate
 from evstate.config import Config
+from evstate.core.batch import Batch
+from evstate.core.listing import DEFAULT_LIMIT, DEFAULT_MAX_BYTES
 from evstate.core.store import Store
+from evstate.events import Event
 
-__all__ = ["AsyncStore", "open"]
+__all__ = ["AsyncBatch", "AsyncStore", "open"]
 
 _T = TypeVar("_T")
 
@@ -60,6 +63,34 @@ class AsyncStore:
         """See :meth:`evstate.Store.list_groups`."""
         return self.store.list_groups()
 
+    async def compare_and_set(
+        self, scope: str, key: str, expected: Any, value: Any
+    ) -> dict[str, Any]:
+        """See :meth:`evstate.Store.compare_and_set`."""
+        return await self._run(self.store.compare_and_set, scope, key, expected, value)
+
+    async def list_keys(self, scope: str) -> builtins.list[str]:
+        """See :meth:`evstate.Store.list_keys` (answered from memory, inline)."""
+        return self.store.list_keys(scope)
+
+    async def list_entries(
+        self,
+        scope: str,
+        cursor: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> dict[str, Any]:
+        """See :meth:`evstate.Store.list_entries` (runs on the pool: a first page copies)."""
+        return await self._run(self.store.list_entries, scope, cursor, limit, max_bytes)
+
+    def batch(self) -> AsyncBatch:
+        """An atomic batch: ``async with astore.batch() as b: b.set(...)``.
+
+        Adding changes is synchronous (nothing is written until the block ends); the
+        commit runs on the pool. See :meth:`evstate.Store.batch`.
+        """
+        return AsyncBatch(self, self.store.batch())
+
     async def call(self, function_id: str, payload: Mapping[str, Any] | None = None) -> Any:
         """See :meth:`evstate.Store.call` (runs on the pool: it may write)."""
         return await self._run(self.store.call, function_id, payload)
@@ -80,6 +111,37 @@ class AsyncStore:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+class AsyncBatch:
+    """The async form of :class:`~evstate.core.batch.Batch` (see :meth:`AsyncStore.batch`)."""
+
+    def __init__(self, owner: AsyncStore, batch: Batch) -> None:
+        self._owner = owner
+        self.batch = batch
+        self.set = batch.set
+        self.update = batch.update
+        self.delete = batch.delete
+        self.compare_and_set = batch.compare_and_set
+
+    async def __aenter__(self) -> AsyncBatch:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        if exc_type is not None:
+            self.batch.__exit__(exc_type, exc, traceback)
+            return
+        await self._owner._run(self.batch.commit)
+
+    @property
+    def events(self) -> builtins.list[Event]:
+        """The events committed (after the block)."""
+        return self.batch.events
+
+    @property
+    def revision(self) -> int | None:
+        """The revision of the last event committed (``None`` for an empty batch)."""
+        return self.batch.revision
 
 
 async def open(

@@ -22,6 +22,8 @@ from evstate.values import printable_text
 
 __all__ = [
     "ADAPTER_CHECKS",
+    "DEFAULT_LISTING_IDLE_MS",
+    "DEFAULT_MAX_OPEN_LISTINGS",
     "DEFAULT_RETENTION",
     "KV_CHECKS",
     "NO_NOTES",
@@ -197,6 +199,9 @@ def _retention(value: object) -> str | None:
     return None
 
 
+DEFAULT_MAX_OPEN_LISTINGS = 64  # list_entries listings held in memory at once
+DEFAULT_LISTING_IDLE_MS = 120_000  # as long as iii's state worker keeps a listing
+
 # The keyword options of evstate.open(), which are also the leaves a config file can set.
 OPTION_CHECKS: dict[str, Check] = {
     "store_method": one_of("file_based", "in_memory"),
@@ -208,6 +213,8 @@ OPTION_CHECKS: dict[str, Check] = {
     "save_interval_ms": integer_in(100, 3_600_000),
     "triggers_enabled": _boolean,
     "retention": _retention,
+    "max_open_listings": integer_in(1, 100_000),
+    "listing_idle_ms": integer_in(1000, 86_400_000),
 }
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -261,6 +268,8 @@ class Config:
     retention: str | Mapping[str, Any] = field(
         default_factory=lambda: DEFAULT_RETENTION, hash=False
     )
+    max_open_listings: int = DEFAULT_MAX_OPEN_LISTINGS
+    listing_idle_ms: int = DEFAULT_LISTING_IDLE_MS
     adapter: str = "kv"
     adapter_config: Mapping[str, Any] = field(
         default_factory=lambda: MappingProxyType({}), hash=False

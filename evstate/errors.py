@@ -6,7 +6,12 @@ iii wire carry the iii error code in ``code``::
     Error                                 code
     ├── InvalidRequestError (ValueError)  deserialization_error  bad payload, op, field type
     │   ├── InvalidValueError             deserialization_error  value is not JSON data
-    │   └── ValueTooLargeError            VALUE_TOO_LARGE        over max_value_bytes
+    │   ├── ValueTooLargeError            VALUE_TOO_LARGE        over max_value_bytes
+    │   ├── InvalidCursorError            INVALID_CURSOR         list_entries: bad cursor
+    │   ├── InvalidPageLimitsError        INVALID_PAGE_LIMITS    list_entries: bad limits
+    │   └── RowTooLargeError              ROW_TOO_LARGE          one entry over max_bytes
+    ├── CompareFailedError                CAS_FAILED             a batch's compare-and-set
+    ├── ListingCapacityError              SNAPSHOT_CAPACITY      too many open listings
     ├── FunctionNotFoundError             function_not_found     unknown id in call()
     ├── ConfigError (ValueError)          config_error           config problems, all listed
     ├── StoreClosedError                  store_closed           you closed the store
@@ -27,13 +32,18 @@ from typing import ClassVar
 
 __all__ = [
     "BackendUnavailableError",
+    "CompareFailedError",
     "ConfigError",
     "CorruptionError",
     "Error",
     "FunctionNotFoundError",
     "HistoryCompactedError",
     "InvalidRequestError",
+    "InvalidCursorError",
+    "InvalidPageLimitsError",
     "InvalidValueError",
+    "ListingCapacityError",
+    "RowTooLargeError",
     "StorageError",
     "StoreClosedError",
     "StoreFailedError",
@@ -75,6 +85,59 @@ class ValueTooLargeError(InvalidRequestError):
     """A value is larger than ``max_value_bytes`` (iii code ``VALUE_TOO_LARGE``)."""
 
     default_code = "VALUE_TOO_LARGE"
+
+
+class InvalidCursorError(InvalidRequestError):
+    """A ``list_entries`` cursor that cannot be continued (iii code ``INVALID_CURSOR``).
+
+    It is malformed, was used already, belongs to another scope or other limits, or names
+    a revision the store no longer retains.
+    """
+
+    default_code = "INVALID_CURSOR"
+
+
+class InvalidPageLimitsError(InvalidRequestError):
+    """``limit`` or ``max_bytes`` of ``list_entries`` is out of range (``INVALID_PAGE_LIMITS``)."""
+
+    default_code = "INVALID_PAGE_LIMITS"
+
+
+class RowTooLargeError(InvalidRequestError):
+    """One entry cannot fit in a ``list_entries`` page of ``max_bytes`` (``ROW_TOO_LARGE``).
+
+    An entry is never skipped: list again with a larger ``max_bytes``. The message does not
+    name the key.
+    """
+
+    default_code = "ROW_TOO_LARGE"
+
+
+class CompareFailedError(Error):
+    """A batch's ``compare_and_set`` did not match: the whole batch was discarded.
+
+    ``index`` is the position of that change in the batch; ``scope``, ``key`` and
+    ``current`` (the value there, ``None`` when absent) say what was found.
+    """
+
+    default_code = "CAS_FAILED"
+
+    def __init__(self, message: str, *, index: int, scope: str, key: str, current: object) -> None:
+        super().__init__(message)
+        self.index = index
+        self.scope = scope
+        self.key = key
+        self.current = current
+
+
+class ListingCapacityError(Error):
+    """Too many ``list_entries`` listings are open at once (iii code ``SNAPSHOT_CAPACITY``).
+
+    Open listings are never evicted while in use; finish one, or retry once one has been
+    idle for the listing timeout.
+    """
+
+    default_code = "SNAPSHOT_CAPACITY"
 
 
 class FunctionNotFoundError(Error, LookupError):

@@ -25,6 +25,7 @@ __all__ = [
     "DELETED",
     "EVENT_TYPE_CODES",
     "EVENT_TYPE_NAMES",
+    "EXTRA_BATCH",
     "RECORD_KIND_BATCH",
     "RECORD_KIND_EVENT",
     "UPDATED",
@@ -51,6 +52,8 @@ EVENT_TYPE_NAMES: Final[dict[int, str]] = {
     DELETED: "deleted",
 }
 EVENT_TYPE_CODES: Final[dict[str, int]] = {v: k for k, v in EVENT_TYPE_NAMES.items()}
+# docs/format.md section 2: the attributes an event may carry in its ``extra`` map.
+EXTRA_BATCH: Final = "batch"
 
 
 class RecordDecodeError(ValueError):
@@ -65,7 +68,12 @@ class LogEntry(NamedTuple):
 
 
 class EventRecord(NamedTuple):
-    """One event as stored: values are encoded CBOR items (``None`` = no value)."""
+    """One event as stored: values are encoded CBOR items (``None`` = no value).
+
+    ``extra`` holds the event's optional attributes (docs/format.md section 2), ``None``
+    when it has none: ``batch`` (on every event of an atomic batch but its last: the
+    revision of the batch's first event).
+    """
 
     revision: int
     timestamp: int
@@ -74,6 +82,13 @@ class EventRecord(NamedTuple):
     key: str
     old: bytes | None
     new: bytes | None
+    extra: dict[str, Any] | None = None
+
+    @property
+    def batch_start(self) -> int | None:
+        """The first revision of the batch this event is inside of (None: it ends one)."""
+        extra = self.extra
+        return None if extra is None else extra.get(EXTRA_BATCH)
 
     def to_event(self) -> Event:
         """Decode the values into a public :class:`Event` (fresh objects every call)."""
@@ -146,7 +161,12 @@ def iii_event_dict(event: Any) -> dict[str, Any]:
 
 
 def encode_record(record: EventRecord) -> bytes:
-    """Encode an event record payload (docs/format.md section 2). Never raises for valid records."""
+    """Encode an event record payload (docs/format.md section 2). Never raises for valid records.
+
+    An event without attributes is an array of 8 (kind 1 and its 7 fields); with them, of 9.
+    """
+    if record.extra is None:
+        return cbor2.dumps([RECORD_KIND_EVENT, *record[:7]])  # type: ignore[no-any-return,unused-ignore]
     return cbor2.dumps([RECORD_KIND_EVENT, *record])  # type: ignore[no-any-return,unused-ignore]
 
 
@@ -157,7 +177,8 @@ def encode_batch(records: list[EventRecord], cursor: tuple[str, int] | None) -> 
     are durable together or not at all (docs/format.md section 2, kind 2).
     """
     name, revision = cursor if cursor is not None else (None, None)
-    return cbor2.dumps([RECORD_KIND_BATCH, [list(r) for r in records], name, revision])  # type: ignore[no-any-return,unused-ignore]
+    events = [list(r[:7]) if r.extra is None else list(r) for r in records]
+    return cbor2.dumps([RECORD_KIND_BATCH, events, name, revision])  # type: ignore[no-any-return,unused-ignore]
 
 
 def decode_entry(payload: bytes | memoryview) -> LogEntry:
@@ -170,11 +191,13 @@ def decode_entry(payload: bytes | memoryview) -> LogEntry:
         item = cbor2.loads(payload)
     except Exception as exc:  # cbor2 raises several types for bad input
         raise RecordDecodeError(f"undecodable record payload: {exc}") from None
-    if type(item) is list and len(item) == 8 and item[0] == RECORD_KIND_EVENT:
+    if type(item) is list and len(item) in (8, 9) and item[0] == RECORD_KIND_EVENT:
         return LogEntry([_event_fields(item[1:])], None)
     if type(item) is list and len(item) == 4 and item[0] == RECORD_KIND_BATCH:
         _, events, name, revision = item
-        if type(events) is not list or not all(type(e) is list and len(e) == 7 for e in events):
+        if type(events) is not list or not all(
+            type(e) is list and len(e) in (7, 8) for e in events
+        ):
             raise RecordDecodeError("batch record has badly shaped events")
         records = [_event_fields(e) for e in events]
         for before, after in itertools.pairwise(records):
@@ -189,7 +212,8 @@ def decode_entry(payload: bytes | memoryview) -> LogEntry:
 
 
 def _event_fields(item: list[object]) -> EventRecord:
-    revision, timestamp, type_code, scope, key, old, new = item
+    revision, timestamp, type_code, scope, key, old, new = item[:7]
+    extra = _extra(item[7], revision) if len(item) == 8 else None
     if (
         type(revision) is not int
         or revision < 1
@@ -203,4 +227,16 @@ def _event_fields(item: list[object]) -> EventRecord:
         or (type_code == DELETED) != (new is None)
     ):
         raise RecordDecodeError("record payload fields have the wrong types")
-    return EventRecord(revision, timestamp, type_code, scope, key, old, new)
+    return EventRecord(revision, timestamp, type_code, scope, key, old, new, extra)
+
+
+def _extra(item: object, revision: object) -> dict[str, Any]:
+    """Check an event's attribute map; attributes this version does not know are kept."""
+    if type(item) is not dict or not all(type(name) is str for name in item):
+        raise RecordDecodeError("record attributes are not a map of names")
+    batch = item.get(EXTRA_BATCH)
+    if batch is not None and (
+        type(batch) is not int or type(revision) is not int or not 1 <= batch <= revision
+    ):
+        raise RecordDecodeError("record attribute 'batch' is not a revision at or before its own")
+    return item

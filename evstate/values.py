@@ -35,6 +35,7 @@ __all__ = [
     "MAX_NESTING",
     "decode_value",
     "encode_value",
+    "json_equal",
     "json_size",
     "json_type_name",
     "printable_text",
@@ -274,6 +275,38 @@ def json_size(value: Any) -> int:
     Python writes ``1e+16`` where Rust writes ``1e16``).
     """
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def json_equal(left: Any, right: Any) -> bool:
+    """True when two JSON values are equal as JSON data (compare-and-set's equality).
+
+    Objects compare by their members whatever the key order; arrays element by element;
+    numbers by value (``1 == 1.0``: JSON has one number type); ``true`` is never ``1``.
+    Iterative, so nesting depth does not matter.
+    """
+    pending = [(left, right)]
+    while pending:
+        a, b = pending.pop()
+        if type(a) is bool or type(b) is bool:
+            if a is not b:
+                return False
+        elif isinstance(a, int | float) and isinstance(b, int | float):
+            if a != b:
+                return False
+        elif isinstance(a, dict):
+            if not isinstance(b, dict) or len(a) != len(b):
+                return False
+            for name, member in a.items():
+                if name not in b:
+                    return False
+                pending.append((member, b[name]))
+        elif isinstance(a, list):
+            if not isinstance(b, list) or len(a) != len(b):
+                return False
+            pending.extend(zip(a, b, strict=True))
+        elif type(a) is not type(b) or a != b:
+            return False
+    return True
 
 
 def json_type_name(value: Any) -> str:

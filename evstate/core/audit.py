@@ -9,7 +9,9 @@ same way, including where history was compacted:
   time at or before the horizon's event, once anything was compacted;
 - ``at`` of a time before the horizon's event raises it too, as does ``at`` of a revision
   below the horizon (the log source refuses to rebuild it);
-- an upper bound past the head, or a time after the newest event, means "up to now".
+- an upper bound past the head, or a time after the newest event, means "up to now";
+- ``at`` of a revision inside an atomic batch answers the state before that batch (the
+  states between its events never existed for any reader).
 """
 
 from __future__ import annotations
@@ -109,6 +111,24 @@ class AuditMethods:
 
     def _target(self, revision: int | None, when: datetime | float | None) -> int:
         """The revision ``at``/``restore_to`` answer for (see the module doc)."""
+        return self._whole_batches(self._asked_revision(revision, when))
+
+    def _whole_batches(self, revision: int) -> int:
+        """``revision``, or the revision before its batch if it falls inside one.
+
+        The events of a batch are applied together, so the state between two of them never
+        existed for any reader; ``at`` answers the newest state that did.
+        """
+        if revision <= 0:
+            return revision
+        try:
+            found = next(iter(self._source.scan(revision, revision)), None)
+        except HistoryCompactedError:
+            return revision
+        start = None if found is None else found.batch_start
+        return revision if start is None else start - 1
+
+    def _asked_revision(self, revision: int | None, when: datetime | float | None) -> int:
         if revision is not None and when is not None:
             raise InvalidRequestError("give a revision or a time, not both")
         head = self._audit_head()

@@ -6,6 +6,10 @@ unknown fields are ignored, ``data`` is an alias of ``value``, and a payload tha
 decode fails with ``deserialization_error`` and a serde-style
 message. The one difference between spellings: ``state::list`` returns the list of values
 (the engine), ``state.list`` the ``{key: value}`` mapping (the doc).
+
+Also the iii state worker's ``state::compare-and-set``, ``state::list_keys`` and
+``state::list_entries``, and evstate's own ``evstate::batch`` (an id outside iii's
+``state::`` names, docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import builtins
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from evstate.core.batch import Batch
 from evstate.errors import FunctionNotFoundError, InvalidRequestError, StorageError
+from evstate.events import Event
 from evstate.values import serde_unexpected
 
 __all__ = [
@@ -37,6 +43,14 @@ class StateFunctions(Protocol):
     def list(self, scope: str) -> dict[str, Any]: ...  # noqa: D102
     def list_values(self, scope: str) -> builtins.list[Any]: ...  # noqa: D102
     def list_groups(self) -> dict[str, builtins.list[str]]: ...  # noqa: D102
+    def compare_and_set(  # noqa: D102
+        self, scope: str, key: str, expected: Any, value: Any
+    ) -> dict[str, Any]: ...
+    def list_keys(self, scope: str) -> builtins.list[str]: ...  # noqa: D102
+    def list_entries(  # noqa: D102
+        self, scope: str, cursor: str | None, limit: Any, max_bytes: Any
+    ) -> dict[str, Any]: ...
+    def batch(self) -> Batch: ...  # noqa: D102
 
 
 def serde_type(value: object) -> str:
@@ -81,6 +95,10 @@ class PayloadFields:
         if name not in self.data:
             self.fail(f"missing field `{name}`")
         return self.data[name]
+
+    def optional(self, name: str) -> Any:
+        """The optional field ``name``; ``None`` when left out or ``null`` (serde's rule)."""
+        return self.data.get(name)
 
 
 def _set(store: StateFunctions, fid: str, payload: object) -> Any:
@@ -132,6 +150,66 @@ def _list_groups(store: StateFunctions, fid: str, payload: object) -> Any:
     return store.list_groups()
 
 
+def _compare_and_set(store: StateFunctions, fid: str, payload: object) -> Any:
+    p = PayloadFields(fid, "StateCompareAndSetInput", payload)
+    scope, key = p.string("scope"), p.string("key")
+    return store.compare_and_set(scope, key, p.optional("expected"), p.value())
+
+
+def _list_keys(store: StateFunctions, fid: str, payload: object) -> Any:
+    return {
+        "keys": store.list_keys(PayloadFields(fid, "StateListKeysInput", payload).string("scope"))
+    }
+
+
+def _list_entries(store: StateFunctions, fid: str, payload: object) -> Any:
+    p = PayloadFields(fid, "StateListEntriesInput", payload)
+    return store.list_entries(
+        p.string("scope"), p.optional("cursor"), p.optional("limit"), p.optional("max_bytes")
+    )
+
+
+_BATCH_OPS = ("set", "update", "delete", "compare-and-set")
+
+
+def _batch(store: StateFunctions, fid: str, payload: object) -> Any:
+    """``evstate::batch {ops: [{op, scope, key, ...}, ...]}`` -> ``{revision, results}``."""
+    p = PayloadFields(fid, "BatchInput", payload)
+    ops = p.required("ops")
+    if type(ops) is not list:
+        p.fail(f"invalid type: {serde_type(ops)}, expected a sequence")
+    batch = store.batch()
+    with batch:
+        for index, item in enumerate(ops):
+            op = PayloadFields(fid, "BatchOp", item)
+            kind = op.string("op")
+            scope, key = op.string("scope"), op.string("key")
+            if kind == "set":
+                batch.set(scope, key, op.value())
+            elif kind == "update":
+                batch.update(scope, key, op.required("ops"))
+            elif kind == "delete":
+                batch.delete(scope, key)
+            elif kind == "compare-and-set":
+                batch.compare_and_set(scope, key, op.optional("expected"), op.value())
+            else:
+                op.fail(
+                    f"ops[{index}]: unknown variant `{kind}`, expected one of "
+                    + ", ".join(f"`{name}`" for name in _BATCH_OPS)
+                )
+    return {"revision": batch.revision, "results": [_change(e) for e in batch.events]}
+
+
+def _change(event: Event) -> dict[str, Any]:
+    return {
+        "event_type": event.event_type,
+        "scope": event.scope,
+        "key": event.key,
+        "old_value": event.old_value,
+        "new_value": event.new_value,
+    }
+
+
 _Handler = Callable[[StateFunctions, str, object], Any]
 
 # function id -> (handler, iii error code and message prefix for storage failures)
@@ -147,6 +225,10 @@ for _sep in ("::", "."):
         "Failed to list groups",
     )
 _FUNCTIONS["state::list"] = (_list_values, "LIST_ERROR", "Failed to list values")
+_FUNCTIONS["state::compare-and-set"] = (_compare_and_set, "CAS_ERROR", "CAS_ERROR")
+_FUNCTIONS["state::list_keys"] = (_list_keys, "LIST_KEYS_ERROR", "LIST_KEYS_ERROR")
+_FUNCTIONS["state::list_entries"] = (_list_entries, "LIST_ENTRIES_ERROR", "LIST_ENTRIES_ERROR")
+_FUNCTIONS["evstate::batch"] = (_batch, "BATCH_ERROR", "BATCH_ERROR")
 _FUNCTIONS["state.list"] = (_list_mapping, "LIST_ERROR", "Failed to list values")
 
 FUNCTION_IDS: tuple[str, ...] = tuple(sorted(_FUNCTIONS))

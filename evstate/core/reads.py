@@ -1,31 +1,44 @@
 """The state reads of stores that hold their state in memory (owner stores, followers).
 
-``get``, ``list``, ``list_values`` and ``list_groups`` over a
-:class:`~evstate.core.table.StateTable`. Reads take no lock: each is one dictionary lookup
-or one C-level copy (atomic under the GIL), then decoding outside any lock, so a read never
-waits for a writer and every value returned is a fresh copy.
+``get``, ``list``, ``list_values``, ``list_keys``, ``list_entries`` and ``list_groups`` over
+a :class:`~evstate.core.table.StateTable`. Reads take no lock: each is one dictionary lookup
+or one consistent copy (:mod:`evstate.core.table`), then decoding outside any lock, so a
+read never waits for a writer and every value returned is a fresh copy.
 """
 
 from __future__ import annotations
 
 import builtins
+import threading
 from typing import Any
 
 from evstate.core.arguments import check_name
+from evstate.core.listing import DEFAULT_LIMIT, DEFAULT_MAX_BYTES, Listings, PinnedScope
+from evstate.core.log_source import LogSource
 from evstate.core.table import StateTable
-from evstate.errors import StoreClosedError
+from evstate.errors import InvalidCursorError, StoreClosedError
 from evstate.values import decode_value
 
 __all__ = ["TableReads"]
 
 
 class TableReads:
-    """The read methods over ``self._table`` (a mixin)."""
+    """The read methods over ``self._table`` (a mixin).
+
+    A store sets ``_listings`` and ``_table_lock`` (the lock its table changes under, so a
+    listing's first page reads the revision and the scope together).
+    """
 
     _table: StateTable
     _closed: bool
+    _source: LogSource
+    _listings: Listings
+    _table_lock: threading.Lock
 
     def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def _audit_head(self) -> int:
         raise NotImplementedError
 
     def _raw_value(self, scope: str, key: str) -> bytes | None:
@@ -57,6 +70,48 @@ class TableReads:
         self._check_open()
         check_name("scope", scope)
         return [decode_value(raw) for raw in self._table.items(scope).values()]
+
+    def list_keys(self, scope: str) -> builtins.list[str]:
+        """The keys of ``scope``, sorted (``[]`` if none): iii's ``state::list_keys``."""
+        self._check_open()
+        check_name("scope", scope)
+        return sorted(self._table.items(scope))
+
+    def list_entries(
+        self,
+        scope: str,
+        cursor: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> dict[str, Any]:
+        """One page of ``scope``'s entries in key order: iii's ``state::list_entries``.
+
+        Returns ``{"entries": [[key, value], ...], "next_cursor": str | None, "done": bool,
+        "offset": int, "total": int}``. Pass ``next_cursor`` (with the same ``limit`` and
+        ``max_bytes``) for the next page. Every page of one listing reads the state at the
+        revision of its first page (docs/api.md, "Paged listings").
+
+        Raises:
+            InvalidPageLimitsError: ``limit`` not 1..1000 or ``max_bytes`` not
+                256..8,000,000 (code ``INVALID_PAGE_LIMITS``).
+            InvalidCursorError: a bad, reused or foreign cursor, or its revision is no
+                longer retained (``INVALID_CURSOR``).
+            RowTooLargeError: one entry cannot fit in ``max_bytes`` (``ROW_TOO_LARGE``).
+            ListingCapacityError: too many listings open (``SNAPSHOT_CAPACITY``).
+        """
+        self._check_open()
+        return self._listings.page(self, scope, cursor, limit, max_bytes)
+
+    def _listing_scope_now(self, scope: str) -> PinnedScope:
+        with self._table_lock:
+            revision, items = self._audit_head(), self._table.items(scope)
+        return PinnedScope(revision, items)
+
+    def _listing_scope_at(self, scope: str, revision: int) -> PinnedScope:
+        if revision > self._audit_head():
+            raise InvalidCursorError("INVALID_CURSOR: the cursor names a revision not reached")
+        scopes, _ = self._source.state_at(revision)
+        return PinnedScope(revision, scopes.get(scope, {}))
 
     def list_groups(self) -> dict[str, builtins.list[str]]:
         """``{"groups": [...]}``: sorted scopes holding at least one key."""

@@ -23,8 +23,10 @@ from typing import Any, Protocol
 from evstate.config import Config
 from evstate.core.arguments import check_name
 from evstate.core.audit import AuditMethods
+from evstate.core.batch import Batch
 from evstate.core.feed import RecordFeed
 from evstate.core.lifecycle import StoreBase
+from evstate.core.listing import Listings
 from evstate.core.log_source import LogSource
 from evstate.core.reads import TableReads
 from evstate.core.replay import Scopes
@@ -33,12 +35,12 @@ from evstate.core.table import StateTable
 from evstate.core.triggers.api import TriggerMethods
 from evstate.core.triggers.cursors import CursorStore
 from evstate.core.triggers.manager import TriggerManager
-from evstate.core.writes import Write, encode_checked, plan_records
+from evstate.core.writes import Write, encode_checked, expected_matches, plan_records
 from evstate.errors import ConfigError, StoreClosedError
 from evstate.events import CREATED, DELETED, UPDATED, EventRecord, encode_batch, encode_record
 from evstate.ops import parse_ops
 from evstate.ops_apply import apply_update_ops
-from evstate.values import decode_value, encode_value
+from evstate.values import decode_value, encode_value, validate_value
 
 __all__ = ["History", "Journal", "Store", "register_store_kind"]
 
@@ -133,6 +135,8 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
         self._journal = journal
         self._write_lock = getattr(self, "_write_lock", None) or threading.Lock()
         self._close_lock = self._write_lock  # a write and close never interleave
+        self._table_lock = self._write_lock
+        self._listings = Listings(config.max_open_listings, config.listing_idle_ms)
         self._snapshot_lock = threading.Lock()
         self._closed = False
         self._always = journal is not None and config.fsync == "always"
@@ -221,10 +225,7 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
                 )
             for record in records:
                 self._source.recorded(record, segment, offset)
-                if record.new is None:
-                    self._table.remove(record.scope, record.key)
-                else:
-                    self._table.put(record.scope, record.key, record.new)
+            self._table.apply_all(records)
             self._feed.extend(records)
             self._revision = records[-1].revision
             self._last_timestamp = timestamp
@@ -319,6 +320,54 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
         if errors:
             result["errors"] = errors
         return result
+
+    def compare_and_set(self, scope: str, key: str, expected: Any, value: Any) -> dict[str, Any]:
+        """Set ``scope/key`` to ``value`` only if it holds ``expected`` (iii's compare-and-set).
+
+        ``expected`` ``None`` means "only if the key is absent". Equality is JSON equality
+        (key order does not matter, ``1 == 1.0``, ``true`` is not ``1``).
+
+        Returns:
+            ``{"swapped": True}`` when it wrote (an ordinary ``created``/``updated`` event);
+            ``{"swapped": False, "current": <the value there, None if absent>}`` when it
+            did not (nothing is written, no event).
+
+        Raises:
+            As :meth:`set` does; also InvalidValueError when ``expected`` is not JSON data.
+        """
+        self._check_open()
+        check_name("scope", scope)
+        check_name("key", key)
+        expected_encoded = None
+        if expected is not None:
+            validate_value(expected, where="expected")
+            expected_encoded = encode_value(expected)
+        new = encode_checked(value, self._config.max_value_bytes)
+        with self._write_lock:
+            self._check_open()
+            if self._journal is not None:
+                self._journal.check_writable()
+            old = self._table.get(scope, key)
+            if not expected_matches(old, expected, expected_encoded):
+                return {"swapped": False, "current": None if old is None else decode_value(old)}
+            revision = self._commit(scope, key, CREATED if old is None else UPDATED, old, new)
+        self._acknowledge(revision)
+        return {"swapped": True}
+
+    def batch(self) -> Batch:
+        """Start an atomic multi-key batch: ``with store.batch() as b: b.set(...)``.
+
+        Everything added commits as one log record when the block ends, or nothing does
+        (see :class:`~evstate.core.batch.Batch`).
+        """
+        self._check_open()
+        return Batch(self)
+
+    def _batch_value_limit(self) -> int | None:
+        return self._config.max_value_bytes
+
+    def _commit_batch(self, writes: Sequence[Write]) -> builtins.list[EventRecord]:
+        return self._commit_writes(writes)
 
     def delete(self, scope: str, key: str) -> Any:
         """Delete ``scope/key``; returns the deleted value, or ``None`` if it did not exist.

@@ -1,11 +1,11 @@
-"""Writes as data: what a trigger handler (and later a batch) asks the store to do.
+"""Writes as data: what a batch or a trigger handler asks the store to do.
 
 A :class:`Write` is recorded when it is asked for and applied at commit, against the state
 current then, so two handlers incrementing one key never lose an increment. One planner,
-:func:`plan_records`, turns a list of writes into the events they make, for every store that
-keeps its state in this process. :func:`encode_checked` is the one place a value is
-validated, measured against ``max_value_bytes`` and encoded, for direct writes and handler
-writes alike.
+:func:`plan_records`, turns a list of writes into the events they make, for every store
+kind (the redis store plans with it too, then commits the result in one script).
+:func:`encode_checked` is the one place a value is validated, measured against
+``max_value_bytes`` and encoded, for direct writes, batches and handler writes alike.
 """
 
 from __future__ import annotations
@@ -13,19 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from evstate.errors import ValueTooLargeError
-from evstate.events import CREATED, DELETED, UPDATED, EventRecord
+from evstate.errors import CompareFailedError, ValueTooLargeError
+from evstate.events import CREATED, DELETED, EXTRA_BATCH, UPDATED, EventRecord
 from evstate.ops_apply import apply_update_ops
-from evstate.values import decode_value, encode_value, json_size, validate_value
+from evstate.values import decode_value, encode_value, json_equal, json_size, validate_value
 
-__all__ = ["Write", "check_value", "encode_checked", "plan_records"]
+__all__ = ["Write", "check_value", "encode_checked", "expected_matches", "plan_records"]
 
 
 class Write(NamedTuple):
     """One change to make at commit.
 
     ``kind`` is ``"set"`` (``arg`` = the encoded value), ``"update"`` (``arg`` = parsed
-    ops, applied at commit) or ``"delete"`` (``arg`` = None).
+    ops, applied at commit), ``"delete"`` (``arg`` = None) or ``"cas"`` (``arg`` =
+    ``(expected, encoded new value)``, ``expected`` ``None`` for "only if absent").
     """
 
     kind: str
@@ -58,6 +59,22 @@ def encode_checked(value: Any, max_value_bytes: int | None) -> bytes:
     return encode_value(value)
 
 
+def expected_matches(old: bytes | None, expected: Any, expected_encoded: bytes | None) -> bool:
+    """Tell whether the stored ``old`` equals ``expected`` (compare-and-set's test).
+
+    ``expected`` ``None`` matches only a missing key. Otherwise the values must be equal as
+    JSON data (:func:`~evstate.values.json_equal`); ``expected_encoded`` (its CBOR, when
+    the caller has it) decides the common case without decoding ``old``.
+    """
+    if expected is None:
+        return old is None
+    if old is None:
+        return False
+    if expected_encoded is not None and old == expected_encoded:
+        return True
+    return json_equal(decode_value(old), expected)
+
+
 def plan_records(
     writes: Sequence[Write],
     current: Callable[[str, str], bytes | None],
@@ -67,12 +84,17 @@ def plan_records(
     """The events ``writes`` make, in order, numbered from ``first_revision``.
 
     ``current(scope, key)`` reads the state before the first write; each write sees the
-    ones before it. Call it under the store's write lock.
+    ones before it. Call it under the store's write lock. When there are several events,
+    each but the last carries the ``batch`` attribute (the first revision), so history
+    readers know where the atomic unit ends.
+
+    Raises:
+        CompareFailedError: a ``cas`` write found another value (nothing is planned).
     """
     overlay: dict[tuple[str, str], bytes | None] = {}
     records: list[EventRecord] = []
     revision = first_revision
-    for kind, scope, key, arg in writes:
+    for index, (kind, scope, key, arg) in enumerate(writes):
         where = (scope, key)
         old = overlay[where] if where in overlay else current(scope, key)
         new: bytes | None
@@ -81,10 +103,24 @@ def plan_records(
         elif kind == "update":
             start = {} if old is None else decode_value(old)
             new = encode_value(apply_update_ops(start, arg, missing=old is None)[0])
+        elif kind == "cas":
+            expected, new = arg
+            if not expected_matches(old, expected, None):
+                raise CompareFailedError(
+                    f"CAS_FAILED: change {index} of the batch: {scope}/{key} does not hold the "
+                    "expected value; nothing was written",
+                    index=index,
+                    scope=scope,
+                    key=key,
+                    current=None if old is None else decode_value(old),
+                )
         else:
             new = None
         type_code = DELETED if new is None else (CREATED if old is None else UPDATED)
         records.append(EventRecord(revision, timestamp, type_code, scope, key, old, new))
         overlay[where] = new
         revision += 1
+    if len(records) > 1:
+        mark = {EXTRA_BATCH: first_revision}
+        records[:-1] = [record._replace(extra=mark) for record in records[:-1]]
     return records

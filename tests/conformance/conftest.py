@@ -28,6 +28,8 @@ _READS = frozenset(
         "list",
         "list_values",
         "list_groups",
+        "list_keys",
+        "list_entries",
         "history",
         "events",
         "at",
@@ -43,7 +45,13 @@ class OwnerAndFollower:
 
     def __init__(self, owner: evstate.Store) -> None:
         self._owner = owner
-        self._follower = evstate.follow(owner.path or "", live=False)
+        config = owner.config
+        self._follower = evstate.follow(
+            owner.path or "",
+            live=False,
+            max_open_listings=config.max_open_listings,
+            listing_idle_ms=config.listing_idle_ms,
+        )
 
     def _synced(self) -> evstate.Follower:
         if not self._follower.closed:

@@ -720,7 +720,7 @@ def test_config_from_options_collects_every_problem() -> None:
         "<options>: file_path: must be a string, got a bytes",
         "<options>: adapter: unknown option (expected one of: store_method, file_path, fsync, "
         "fsync_interval_ms, segment_size_bytes, max_value_bytes, save_interval_ms, "
-        "triggers_enabled, retention)",
+        "triggers_enabled, retention, max_open_listings, listing_idle_ms)",
     ]
 
 

@@ -57,9 +57,10 @@ SEGMENT_NAME_RE: Final = re.compile(r"^(\d{20})\.log$")
 FRAME: Final = struct.Struct("<II")
 FRAME_SIZE: Final = FRAME.size  # 8
 MAX_RECORD_BYTES: Final = 1 << 30
-# Every record payload starts with CBOR "array of 8" then kind 1, or "array of 4" then
-# kind 2 (docs/format.md section 2): the corruption check looks for these after a bad record.
-PAYLOAD_PREFIXES: Final = (b"\x88\x01", b"\x84\x02")
+# Every record payload starts with CBOR "array of 8" (or 9: an event with attributes) then
+# kind 1, or "array of 4" then kind 2 (docs/format.md section 2): the corruption check
+# looks for these after a bad record.
+PAYLOAD_PREFIXES: Final = (b"\x88\x01", b"\x89\x01", b"\x84\x02")
 
 # ---- docs/format.md section 5: snapshot files ---------------------------------------------------
 # magic 4s | version u16 | flags u16 | revision u64 | timestamp u64 | header_crc u32 |

@@ -38,9 +38,11 @@ from evstate.backends.file.lock import owner_pid
 from evstate.backends.file.restore import DIRECTORY_RESTORE
 from evstate.backends.follower.cursors import FollowerCursors
 from evstate.backends.follower.live import LiveLog
+from evstate.config_schema import DEFAULT_LISTING_IDLE_MS, DEFAULT_MAX_OPEN_LISTINGS
 from evstate.core.audit import AuditMethods
 from evstate.core.feed import RecordFeed
 from evstate.core.lifecycle import Closable
+from evstate.core.listing import Listings
 from evstate.core.log_source import Progress
 from evstate.core.reads import TableReads
 from evstate.core.replay import Scopes
@@ -69,6 +71,8 @@ def follow(
     cursor_dir: str | os.PathLike[str] | None = None,
     poll_interval: float = POLL_INTERVAL,
     progress: Progress | None = None,
+    max_open_listings: int = DEFAULT_MAX_OPEN_LISTINGS,
+    listing_idle_ms: int = DEFAULT_LISTING_IDLE_MS,
 ) -> Follower:
     """Open the store directory ``path`` read-only, as a follower of its owner.
 
@@ -77,7 +81,9 @@ def follow(
     every ``poll_interval`` seconds alone (for file systems whose changes the OS does not
     report, such as network mounts written by another host). ``cursor_dir`` is where follower
     triggers keep their cursor files (default ``<path>/followers``). ``progress(done,
-    total)`` is called while the initial load reads the log (bytes).
+    total)`` is called while the initial load reads the log (bytes). ``max_open_listings``
+    and ``listing_idle_ms`` bound its ``list_entries`` listings, as the config options of
+    the same names do for a store.
 
     Raises:
         StorageError: ``path`` is not an existing directory (nothing is created).
@@ -90,6 +96,8 @@ def follow(
         cursor_dir=cursor_dir,
         poll_interval=poll_interval,
         progress=progress,
+        max_open_listings=max_open_listings,
+        listing_idle_ms=listing_idle_ms,
     )
 
 
@@ -115,6 +123,8 @@ class Follower(Closable, TableReads, AuditMethods, TriggerMethods):
         cursor_dir: str | os.PathLike[str] | None = None,
         poll_interval: float = POLL_INTERVAL,
         progress: Progress | None = None,
+        max_open_listings: int = DEFAULT_MAX_OPEN_LISTINGS,
+        listing_idle_ms: int = DEFAULT_LISTING_IDLE_MS,
     ) -> None:
         """Load the directory and start following it (see :func:`follow`)."""
         directory = os.path.abspath(os.fspath(path))
@@ -124,6 +134,8 @@ class Follower(Closable, TableReads, AuditMethods, TriggerMethods):
         self._closed = False
         self._live = LiveLog(directory, progress)
         self._table = self._live.table
+        self._table_lock = self._live.lock
+        self._listings = Listings(max_open_listings, listing_idle_ms)
         self._source = self._live.timeline
         self._feed: RecordFeed = self._live.feed
         cursors = FollowerCursors(

@@ -19,6 +19,7 @@ once. History (``history``, ``at()``, ``verify``) is the file store's own
 from __future__ import annotations
 
 import builtins
+import itertools
 import logging
 import threading
 import time
@@ -231,12 +232,18 @@ class LiveLog:
     def _apply(self, entries: builtins.list[tuple[int, LogEntry]], segment: int) -> None:
         with self.lock:
             try:
-                for offset, record in _after(entries, self.revision):
-                    self.table.apply(record)
-                    self.timeline.recorded(record, segment, offset)
-                    self.feed.append(record)
-                    self.revision = record.revision
-                    self.timestamp = record.timestamp
+                # One log record at a time, applied as a whole: readers never see half of
+                # a batch (evstate.core.table).
+                for offset, group in itertools.groupby(
+                    _after(entries, self.revision), key=lambda found: found[0]
+                ):
+                    records = [record for _, record in group]
+                    self.table.apply_all(records)
+                    for record in records:
+                        self.timeline.recorded(record, segment, offset)
+                    self.feed.extend(records)
+                    self.revision = records[-1].revision
+                    self.timestamp = records[-1].timestamp
                 _note_cursors(entries, self.owner_cursors)
             finally:
                 self.feed.notify()

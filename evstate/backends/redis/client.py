@@ -37,10 +37,12 @@ from evstate.backends.redis.scripts import (
     PUT,
     REGISTER,
     REPLAY,
+    SCOPE_STATE,
+    SCOPES,
     TRIM,
 )
 from evstate.errors import BackendUnavailableError, CorruptionError, StorageError
-from evstate.events import EVENT_TYPE_CODES, EventRecord
+from evstate.events import EVENT_TYPE_CODES, EXTRA_BATCH, EventRecord
 from evstate.values import encode_value
 
 __all__ = [
@@ -71,6 +73,8 @@ _SCRIPTS = {
     "trim": TRIM,
     "bisect": BISECT,
     "live_state": LIVE_STATE,
+    "scope_state": SCOPE_STATE,
+    "scopes": SCOPES,
     "lock": LOCK,
 }
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -126,6 +130,7 @@ class StreamEntry(NamedTuple):
     old: bytes | None
     new: bytes | None
     entry_id: bytes
+    batch_start: int | None = None  # field ``batch``: inside an atomic batch that starts there
 
 
 def parse_entry(entry_id: bytes, fields: Any) -> StreamEntry:
@@ -151,6 +156,7 @@ def parse_entry(entry_id: bytes, fields: Any) -> StreamEntry:
             fields.get(b"old"),
             fields.get(b"new"),
             entry_id,
+            int(fields[b"batch"]) if b"batch" in fields else None,
         )
     except (KeyError, ValueError, AttributeError) as exc:
         raise CorruptionError(f"stream entry {entry_id!r} is malformed: {exc}") from None
@@ -172,6 +178,7 @@ def to_record(entry: StreamEntry) -> EventRecord:
         entry.key,
         json_to_cbor(entry.old, where),
         json_to_cbor(entry.new, where),
+        None if entry.batch_start is None else {EXTRA_BATCH: entry.batch_start},
     )
 
 

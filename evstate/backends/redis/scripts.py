@@ -11,7 +11,8 @@ Key layout (one logical store per Redis database):
 - ``state:<scope>``: hash, field = key, value = compact JSON text (the iii engine's layout);
 - ``evstate:meta``: hash ``format``, ``revision``, ``timestamp``, ``horizon``;
 - ``evstate:log``: stream, one entry per event, entry ID ``<revision>-0``, fields ``ts``,
-  ``type``, ``scope``, ``key``, ``old`` (absent: no old value), ``new`` (absent: deleted);
+  ``type``, ``scope``, ``key``, ``old`` (absent: no old value), ``new`` (absent: deleted),
+  ``batch`` (only inside an atomic batch: the batch's first revision; absent on its last);
 - ``evstate:req:<id>``: result of an applied write, kept ``REQUEST_TTL_MS`` (retry dedup);
 - ``evstate:triggers`` (set of names), ``evstate:trigger:<name>`` (hash: ``cursor``,
   ``hb:<consumer>`` heartbeats, ``holder``), ``evstate:lease:<name>`` (lease token),
@@ -42,6 +43,8 @@ __all__ = [
     "REGISTER",
     "REPLAY",
     "REQUEST_TTL_MS",
+    "SCOPE_STATE",
+    "SCOPES",
     "SNAPSHOTS",
     "STATE_PREFIX",
     "TRIGGERS",
@@ -174,7 +177,9 @@ COMMIT = (
 --       [7..] state hashes (referenced by index below).
 -- ARGV: [1] request ttl ms ('' = no dedup), [2] lease token ('' = no lease check),
 --       [3] trigger name, [4] cursor ('' = keep), [5] parked mode ('', 'take', 'put'),
---       [6] parked field, [7] parked value, [8] #cas, [9] #writes, then
+--       [6] parked field, [7] parked value, [8] #cas, [9] #writes, [10] '1': the writes
+--       are one atomic batch (each entry but the last gets field batch = its first revision),
+--       then
 --       cas:   key index, field, present ('1'/'0'), expected text
 --       write: key index, scope, field, mode ('s' set / 'd' delete), new text
 -- Returns {'ok', revision, timestamp, old_1, ...}, {'dup', 'revision:timestamp'}, {'lease'},
@@ -187,7 +192,7 @@ if ARGV[1] ~= '' then
 end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[2] then return {'lease'} end
 if ARGV[5] == 'take' and redis.call('HEXISTS', KEYS[6], ARGV[6]) == 0 then return {'gone'} end
-local i = 10
+local i = 11
 for _ = 1, ncas do
   local current = redis.call('HGET', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
   if ARGV[i + 2] == '1' then
@@ -210,6 +215,7 @@ if nwrites > 0 then
   if now < last then now = last end
   local ts = num(now)
   local rev = tonumber(redis.call('HGET', meta, 'revision') or '0')
+  local first_rev = num(rev + 1)
   i = first_write
   for w = 1, nwrites do
     local hk, scope, field, mode = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -220,6 +226,9 @@ if nwrites > 0 then
     local entry = {logk, num(rev) .. '-0', 'ts', ts, 'type', etype, 'scope', scope, 'key', field}
     if old then table.insert(entry, 'old'); table.insert(entry, old) end
     if mode ~= 'd' then table.insert(entry, 'new'); table.insert(entry, ARGV[i + 4]) end
+    if ARGV[10] == '1' and w < nwrites then
+      table.insert(entry, 'batch'); table.insert(entry, first_rev)
+    end
     redis.call('XADD', unpack(entry))  -- first: it fails on a bad ID before any state change
     if mode == 'd' then
       if old then redis.call('HDEL', hk, field) end
@@ -452,6 +461,24 @@ each_state_hash(function(k)
   table.insert(out, k)
   table.insert(out, redis.call('HGETALL', k))
 end)
+return out
+"""
+)
+
+SCOPE_STATE = """#!lua flags=no-writes
+-- KEYS[1] meta, [2] one state hash. The revision and that scope, read in one atomic step
+-- (the first page of a list_entries listing).
+return {redis.call('HGET', KEYS[1], 'revision') or '0', redis.call('HGETALL', KEYS[2])}
+"""
+
+SCOPES = (
+    "#!lua flags=no-writes\n"
+    + _EACH_STATE_HASH
+    + """
+-- The name of every state:* hash, in one atomic step: a batch that empties one scope and
+-- fills another is never seen half done (SCAN from a client spans several calls).
+local out = {}
+each_state_hash(function(k) table.insert(out, k) end)
 return out
 """
 )

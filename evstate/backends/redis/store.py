@@ -23,29 +23,32 @@ import builtins
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from evstate.backends.file.restore import DIRECTORY_RESTORE
-from evstate.backends.redis.client import Backend, decode_name, dump_value, load_value
+from evstate.backends.redis.client import Backend, dump_value, load_value
 from evstate.backends.redis.cursors import RedisCursors
-from evstate.backends.redis.scripts import FORMAT_VERSION, META, SNAPSHOTS, STATE_PREFIX, state_key
+from evstate.backends.redis.reads import RedisReads
+from evstate.backends.redis.scripts import FORMAT_VERSION, META, SNAPSHOTS
 from evstate.backends.redis.timeline import CHUNK_KEYS, RedisTimeline, to_scopes
 from evstate.backends.redis.writes import Committed, Writer
 from evstate.config import Config
 from evstate.core.arguments import check_name
 from evstate.core.audit import AuditMethods
+from evstate.core.batch import Batch
 from evstate.core.feed import RecordFeed
 from evstate.core.lifecycle import StoreBase
+from evstate.core.listing import Listings
 from evstate.core.replay import Scopes
 from evstate.core.retention import retention_cutoff
 from evstate.core.triggers.api import TriggerMethods
 from evstate.core.triggers.manager import TriggerManager
-from evstate.core.writes import check_value, encode_checked
+from evstate.core.writes import Write, check_value, encode_checked
 from evstate.errors import ConfigError, StorageError
 from evstate.events import EventRecord
 from evstate.ops import parse_ops
-from evstate.values import encode_value
+from evstate.values import validate_value
 
 __all__ = [
     "DEFAULT_LEASE_MS",
@@ -59,7 +62,7 @@ DEFAULT_LEASE_MS = 5000
 PERIODIC_SLACK = 1000  # background compaction waits until it can drop this many events
 
 
-class RedisStore(StoreBase, AuditMethods, TriggerMethods):
+class RedisStore(StoreBase, RedisReads, AuditMethods, TriggerMethods):
     """An evstate store kept in Redis and shared by every process that opens it.
 
     Same methods, results and errors as :class:`evstate.Store`; thread-safe. Reads go to
@@ -116,6 +119,7 @@ class RedisStore(StoreBase, AuditMethods, TriggerMethods):
             self._backend.close()
             raise
         self._writer = Writer(self._backend)
+        self._listings = Listings(config.max_open_listings, config.listing_idle_ms)
         self._timeline = self._source = RedisTimeline(self._backend)
         self._feed = RecordFeed(0)  # wake-ups only: events are read from the stream
         self._cursors = RedisCursors(self._backend, self._writer, self._feed, lease_ms)
@@ -201,6 +205,41 @@ class RedisStore(StoreBase, AuditMethods, TriggerMethods):
             result["errors"] = errors
         return result
 
+    def compare_and_set(self, scope: str, key: str, expected: Any, value: Any) -> dict[str, Any]:
+        """Set ``scope/key`` to ``value`` only if it holds ``expected`` (see ``Store``).
+
+        Returns ``{"swapped": True}``, or ``{"swapped": False, "current": ...}`` (nothing
+        written). Atomic across the fleet: the script writes only if the key still holds
+        the text that was compared.
+        """
+        self._check_open()
+        check_name("scope", scope)
+        check_name("key", key)
+        if expected is not None:
+            validate_value(expected, where="expected")
+        check_value(value, self._config.max_value_bytes)
+        done, old = self._writer.compare_and_set(scope, key, expected, dump_value(value))
+        if done is None:
+            return {"swapped": False, "current": None if old is None else load_value(old)}
+        self._written(done)
+        return {"swapped": True}
+
+    def batch(self) -> Batch:
+        """Start an atomic multi-key batch (one Lua script; see ``Store.batch``)."""
+        self._check_open()
+        return Batch(self)
+
+    def _batch_value_limit(self) -> int | None:
+        return self._config.max_value_bytes
+
+    def _commit_batch(self, writes: Sequence[Write]) -> builtins.list[EventRecord]:
+        self._check_open()
+        _status, records = self._writer.commit_writes(writes)
+        if records:
+            self._last_revision = max(self._last_revision, records[-1].revision)
+            self._feed.notify()
+        return records
+
     def delete(self, scope: str, key: str) -> Any:
         """Delete ``scope/key``; returns the deleted value or ``None`` (an event either way)."""
         self._check_open()
@@ -210,67 +249,6 @@ class RedisStore(StoreBase, AuditMethods, TriggerMethods):
         self._written(done)
         old = done.olds[0]
         return None if old is None else load_value(old)
-
-    # ---- reads ----------------------------------------------------------------------
-
-    def _raw_value(self, scope: str, key: str) -> bytes | None:
-        """The CBOR encoding of the value (for :class:`~evstate.core.triggers.TriggerContext`)."""
-        text = self._hget(scope, key)
-        return None if text is None else encode_value(load_value(text))
-
-    def _hget(self, scope: str, key: str) -> bytes | None:
-        field = key.encode("utf-8", "surrogatepass")
-        text: bytes | None = self._backend.run("read", lambda c: c.hget(state_key(scope), field))
-        return text
-
-    def get(self, scope: str, key: str) -> Any:
-        """The value of ``scope/key`` (a fresh copy), or ``None`` if it does not exist."""
-        self._check_open()
-        check_name("scope", scope)
-        check_name("key", key)
-        text = self._hget(scope, key)
-        return None if text is None else load_value(text, f"{scope}/{key}")
-
-    def _hash(self, scope: str) -> dict[bytes, bytes]:
-        raw: dict[bytes, bytes] = self._backend.run("read", lambda c: c.hgetall(state_key(scope)))
-        return raw
-
-    def list(self, scope: str) -> dict[str, Any]:
-        """Every ``key: value`` of ``scope``, in sorted key order (``{}`` if none)."""
-        self._check_open()
-        check_name("scope", scope)
-        items = {decode_name(k): v for k, v in self._hash(scope).items()}
-        return {key: load_value(items[key], f"{scope}/{key}") for key in sorted(items)}
-
-    def list_values(self, scope: str) -> builtins.list[Any]:
-        """The values of ``scope`` in Redis's hash order (the engine's ``state::list``)."""
-        self._check_open()
-        check_name("scope", scope)
-        return [load_value(v, scope) for v in self._hash(scope).values()]
-
-    def _scopes(self) -> builtins.list[str]:
-        def scan(c: Any) -> set[bytes]:
-            return set(c.scan_iter(match=STATE_PREFIX + b"*", count=1000, _type="hash"))
-
-        keys = self._backend.run("list scopes", scan)
-        return sorted(decode_name(k[len(STATE_PREFIX) :]) for k in keys)
-
-    def _scope_sizes(self) -> dict[str, int]:
-        scopes = self._scopes()
-
-        def sizes(c: Any) -> builtins.list[Any]:
-            pipe = c.pipeline(transaction=False)
-            for scope in scopes:
-                pipe.hlen(state_key(scope))
-            return builtins.list(pipe.execute())
-
-        counts = self._backend.run("count keys", sizes) if scopes else []
-        return {s: int(n) for s, n in zip(scopes, counts, strict=True) if n}
-
-    def list_groups(self) -> dict[str, builtins.list[str]]:
-        """``{"groups": [...]}``: sorted scopes holding at least one key (``SCAN state:*``)."""
-        self._check_open()
-        return {"groups": self._scopes()}
 
     # ---- what triggers and the audit read ----------------------------------------------
 

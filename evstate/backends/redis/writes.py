@@ -19,12 +19,13 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from evstate.backends.redis.client import (
     Backend,
     dump_value,
+    json_to_cbor,
     load_value,
     new_request_id,
     sleep_jitter,
@@ -39,11 +40,12 @@ from evstate.backends.redis.scripts import (
     state_key,
     trigger_key,
 )
-from evstate.core.writes import Write
+from evstate.core.writes import Write, expected_matches, plan_records
 from evstate.errors import StorageError
+from evstate.events import EXTRA_BATCH, EventRecord
 from evstate.ops import ParsedOp
 from evstate.ops_apply import apply_update_ops
-from evstate.values import decode_value
+from evstate.values import decode_value, encode_value
 
 __all__ = [
     "Committed",
@@ -97,6 +99,15 @@ def _committed(reply: list[Any]) -> Committed:
     return Committed("ok", int(reply[1] or 0), int(reply[2] or 0), olds)
 
 
+def _reader(found: dict[tuple[str, str], bytes | None]) -> Callable[[str, str], bytes | None]:
+    return lambda scope, key: found[(scope, key)]
+
+
+def _json_text(value: bytes | None) -> bytes | None:
+    """An encoded (CBOR) value as the JSON text the hashes hold."""
+    return None if value is None else dump_value(decode_value(value))
+
+
 class Writer:
     """Builds and runs COMMIT for the store and the trigger runners."""
 
@@ -111,10 +122,13 @@ class Writer:
         cas: Sequence[tuple[str, str, bytes | None]] = (),
         fence: Fence | None = None,
         dedup: bool = True,
+        atomic: bool = False,
     ) -> Committed:
         """Run one COMMIT; retried transparently (the request id makes that safe).
 
-        ``cas`` lists ``(scope, key, expected old text or None for missing)``.
+        ``cas`` lists ``(scope, key, expected old text or None for missing)``. ``atomic``
+        marks the entries as one batch (the ``batch`` field; a reader of history then
+        knows no state between them existed).
 
         Raises:
             BackendUnavailableError, StorageError.
@@ -158,6 +172,7 @@ class Writer:
             fence.park_value,
             len(cas),
             len(writes),
+            "1" if atomic else "",
             *body,
         ]
         return _committed(self.backend.script("commit", keys, args, "write"))
@@ -221,15 +236,58 @@ class Writer:
                 sleep_jitter(attempt)
         raise AssertionError("unreachable")
 
-    # ---- trigger commits ----------------------------------------------------------------
+    def compare_and_set(
+        self, scope: str, key: str, expected: Any, new: bytes
+    ) -> tuple[Committed | None, bytes | None]:
+        """Write ``new`` (JSON text) if ``scope/key`` holds ``expected`` (JSON equality).
 
-    def commit_handler(self, writes: Sequence[Write], fence: Fence) -> str:
-        """Commit a handler's ``event.store`` writes with the fence (cursor, dead letter).
+        Returns ``(commit, old text)`` when it swapped, ``(None, current text)`` when the
+        key held something else. A conflict (another process wrote between the read and
+        the script) reads again, so the answer is always about one real state.
 
-        ``writes`` are :class:`~evstate.core.writes.Write` records: ``("set", scope,
-        key, CBOR)``, ``("update", scope, key, ops)``, ``("delete", scope, key, None)``;
-        updates are applied to the state current at commit. Returns the commit status
-        (``ok``, ``lease``: this process lost the lease, nothing written; ``gone``).
+        Raises:
+            StorageError: the key kept changing for ``MAX_CONFLICT_SECONDS``.
+        """
+        lock = self._stripes[hash((scope, key)) % len(self._stripes)]
+        name = state_key(scope)
+        field = key.encode("utf-8", "surrogatepass")
+        expected_cbor = None if expected is None else encode_value(expected)
+        deadline = time.monotonic() + MAX_CONFLICT_SECONDS
+        with lock:
+            for attempt in itertools.count(1):
+                old: bytes | None = self.backend.run("read", lambda c: c.hget(name, field))
+                stored = json_to_cbor(old, f"{scope}/{key}")
+                if not expected_matches(stored, expected, expected_cbor):
+                    return None, old
+                done = self.put(scope, key, new, cas=(old,))
+                if done.status == "ok":
+                    return done._replace(olds=[old]), old
+                if time.monotonic() > deadline:
+                    raise StorageError(
+                        f"compare-and-set of {scope!r}/{key!r} conflicted with other writers "
+                        f"{attempt} times in {MAX_CONFLICT_SECONDS:.0f} s"
+                    )
+                sleep_jitter(attempt)
+        raise AssertionError("unreachable")
+
+    # ---- batches and trigger commits ------------------------------------------------------
+
+    def commit_writes(
+        self, writes: Sequence[Write], fence: Fence | None = None
+    ) -> tuple[str, list[EventRecord]]:
+        """Commit ``writes`` in one script, atomically (a batch, or a handler's writes).
+
+        :class:`~evstate.core.writes.Write` records are planned by the one planner
+        (:func:`~evstate.core.writes.plan_records`) against the values read now, and
+        committed with a compare-and-set on every key they touch: if another process
+        changed one meanwhile, nothing is written and the plan is made again. With a
+        ``fence`` (a trigger's lease, cursor, dead letter) they commit with it. Returns the
+        commit status (``ok``; ``lease``: the fence's lease was lost, nothing written;
+        ``gone``) and the events made.
+
+        Raises:
+            CompareFailedError: a ``cas`` write did not match (nothing written).
+            StorageError: the keys kept conflicting for ``MAX_CONFLICT_SECONDS``.
         """
         touched = list(dict.fromkeys((scope, key) for _, scope, key, _ in writes))
         deadline = time.monotonic() + MAX_CONFLICT_SECONDS
@@ -241,28 +299,32 @@ class Writer:
                     pipe.hget(state_key(scope), key.encode("utf-8", "surrogatepass"))
                 return list(pipe.execute())
 
-            current = dict(
+            texts: dict[tuple[str, str], bytes | None] = dict(
                 zip(touched, self.backend.run("read", read) if touched else [], strict=True)
             )
-            overlay: dict[tuple[str, str], bytes | None] = dict(current)
-            planned: list[HashWrite] = []
-            for kind, scope, key, arg in writes:
-                old = overlay[(scope, key)]
-                new: bytes | None
-                if kind == "set":
-                    new = dump_value(decode_value(arg))
-                elif kind == "update":
-                    value = {} if old is None else load_value(old, f"{scope}/{key}")
-                    new = dump_value(apply_update_ops(value, arg, missing=old is None)[0])
-                else:
-                    new = None
-                overlay[(scope, key)] = new
-                planned.append(HashWrite(scope, key, new))
-            cas = [(scope, key, current[(scope, key)]) for scope, key in touched]
-            done = self.commit(planned, cas=cas, fence=fence, dedup=bool(planned))
+            stored = {where: json_to_cbor(text, "/".join(where)) for where, text in texts.items()}
+            records = plan_records(writes, _reader(stored), 1, 0)
+            planned = [HashWrite(r.scope, r.key, _json_text(r.new)) for r in records]
+            cas = [(scope, key, texts[(scope, key)]) for scope, key in touched]
+            done = self.commit(
+                planned, cas=cas, fence=fence, dedup=bool(planned), atomic=len(planned) > 1
+            )
             if done.status != "conflict":
-                return done.status
+                if done.status != "ok" or not records:
+                    return done.status, []
+                first = done.revision - len(records) + 1
+                return "ok", [
+                    r._replace(revision=first + i, timestamp=done.timestamp)._replace(
+                        extra=None if r.extra is None else {EXTRA_BATCH: first}
+                    )
+                    for i, r in enumerate(records)
+                ]
             if time.monotonic() > deadline:
-                raise StorageError(f"trigger {fence.name!r}: its writes kept conflicting")
+                what = f"trigger {fence.name!r}: its writes" if fence else "a batch's keys"
+                raise StorageError(f"{what} kept conflicting with other writers")
             sleep_jitter(attempt)
         raise AssertionError("unreachable")
+
+    def commit_handler(self, writes: Sequence[Write], fence: Fence) -> str:
+        """Commit a handler's ``event.store`` writes with the fence; returns the status."""
+        return self.commit_writes(writes, fence)[0]

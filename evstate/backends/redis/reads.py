@@ -1,0 +1,127 @@
+"""The redis store's reads: ``get``, the listings and ``list_groups``, answered by Redis.
+
+Reads go to Redis, so they see every process's writes. Values are stored as compact JSON
+text and decoded into fresh objects here. ``list_entries`` pages with the core's
+:class:`~evstate.core.listing.Listings`: the first page reads the revision and the scope in
+one script; a listing continued by another process of the fleet (or after a restart) is
+rebuilt at its revision from the stream and snapshots, as ``at()`` is.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from evstate.backends.redis.client import Backend, decode_name, load_value
+from evstate.backends.redis.scripts import META, STATE_PREFIX, state_key
+from evstate.backends.redis.timeline import RedisTimeline
+from evstate.core.arguments import check_name
+from evstate.core.listing import DEFAULT_LIMIT, DEFAULT_MAX_BYTES, Listings, PinnedScope
+from evstate.errors import InvalidCursorError
+from evstate.values import encode_value
+
+__all__ = ["RedisReads"]
+
+
+class RedisReads:
+    """The read methods of :class:`~evstate.backends.redis.store.RedisStore` (a mixin)."""
+
+    _backend: Backend
+    _timeline: RedisTimeline
+    _listings: Listings
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def _head(self) -> int:
+        raise NotImplementedError
+
+    def _raw_value(self, scope: str, key: str) -> bytes | None:
+        """The CBOR encoding of the value (for :class:`~evstate.core.triggers.TriggerContext`)."""
+        text = self._hget(scope, key)
+        return None if text is None else encode_value(load_value(text))
+
+    def _hget(self, scope: str, key: str) -> bytes | None:
+        field = key.encode("utf-8", "surrogatepass")
+        text: bytes | None = self._backend.run("read", lambda c: c.hget(state_key(scope), field))
+        return text
+
+    def get(self, scope: str, key: str) -> Any:
+        """The value of ``scope/key`` (a fresh copy), or ``None`` if it does not exist."""
+        self._check_open()
+        check_name("scope", scope)
+        check_name("key", key)
+        text = self._hget(scope, key)
+        return None if text is None else load_value(text, f"{scope}/{key}")
+
+    def _hash(self, scope: str) -> dict[bytes, bytes]:
+        raw: dict[bytes, bytes] = self._backend.run("read", lambda c: c.hgetall(state_key(scope)))
+        return raw
+
+    def list(self, scope: str) -> dict[str, Any]:
+        """Every ``key: value`` of ``scope``, in sorted key order (``{}`` if none)."""
+        self._check_open()
+        check_name("scope", scope)
+        items = {decode_name(k): v for k, v in self._hash(scope).items()}
+        return {key: load_value(items[key], f"{scope}/{key}") for key in sorted(items)}
+
+    def list_values(self, scope: str) -> builtins.list[Any]:
+        """The values of ``scope`` in Redis's hash order (the engine's ``state::list``)."""
+        self._check_open()
+        check_name("scope", scope)
+        return [load_value(v, scope) for v in self._hash(scope).values()]
+
+    def list_keys(self, scope: str) -> builtins.list[str]:
+        """The keys of ``scope``, sorted (``HKEYS``)."""
+        self._check_open()
+        check_name("scope", scope)
+        keys = self._backend.run("read", lambda c: c.hkeys(state_key(scope)))
+        return sorted(decode_name(k) for k in keys)
+
+    def list_entries(
+        self,
+        scope: str,
+        cursor: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> dict[str, Any]:
+        """One page of ``scope``'s entries in key order (see ``Store.list_entries``)."""
+        self._check_open()
+        return self._listings.page(self, scope, cursor, limit, max_bytes)
+
+    def _listing_scope_now(self, scope: str) -> PinnedScope:
+        revision, pairs = self._backend.script(
+            "scope_state", [META, state_key(scope)], [], "read a scope"
+        )
+        values = {decode_name(pairs[i]): pairs[i + 1] for i in range(0, len(pairs), 2)}
+        return PinnedScope(int(revision), values, lambda text: load_value(text, scope))
+
+    def _listing_scope_at(self, scope: str, revision: int) -> PinnedScope:
+        if revision > self._head():
+            raise InvalidCursorError("INVALID_CURSOR: the cursor names a revision not reached")
+        scopes, _ = self._timeline.state_at(revision)
+        return PinnedScope(revision, scopes.get(scope, {}))
+
+    def _scopes(self) -> builtins.list[str]:
+        keys = self._backend.script("scopes", [], [], "list scopes")
+        return sorted(decode_name(k[len(STATE_PREFIX) :]) for k in keys)
+
+    def _scope_sizes(self) -> dict[str, int]:
+        scopes = self._scopes()
+
+        def sizes(c: Any) -> builtins.list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for scope in scopes:
+                pipe.hlen(state_key(scope))
+            return builtins.list(pipe.execute())
+
+        counts = self._backend.run("count keys", sizes) if scopes else []
+        return {s: int(n) for s, n in zip(scopes, counts, strict=True) if n}
+
+    def list_groups(self) -> dict[str, builtins.list[str]]:
+        """``{"groups": [...]}``: sorted scopes holding at least one key.
+
+        Read by one script (``SCAN state:*`` inside it), so it is atomic like every write.
+        """
+        self._check_open()
+        return {"groups": self._scopes()}
