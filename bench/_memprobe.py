@@ -2,6 +2,7 @@
 
     python _memprobe.py evstate-reopen <store dir>   # open the 1M-event log, keep it open
     python _memprobe.py evstate-set <n>              # in-memory store, n typical sets
+    python _memprobe.py evstate-set-ttl <n>          # the same, every key with a TTL
     python _memprobe.py dict <n>                     # the same data as a dict of dicts
 
 Every mode imports the same modules before taking its baseline RSS, so the printed
@@ -36,10 +37,11 @@ def main(mode: str, arg: str) -> None:
     if mode == "evstate-reopen":
         keep = evstate.open(arg, save_interval_ms=NO_SNAPSHOTS_MS)
         keys = keep.revision  # one event per distinct key in the benchmark log
-    elif mode == "evstate-set":
+    elif mode in ("evstate-set", "evstate-set-ttl"):
         keep = evstate.open()
+        ttl = 3_600_000 if mode == "evstate-set-ttl" else None
         for i in range(int(arg)):
-            keep.set(SCOPE, key_name(i), typical_value(i))
+            keep.set(SCOPE, key_name(i), typical_value(i), ttl_ms=ttl)
         keys = int(arg)
     elif mode == "dict":
         keep = {SCOPE: {}}

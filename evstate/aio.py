@@ -39,9 +39,15 @@ class AsyncStore:
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def set(self, scope: str, key: str, value: Any) -> dict[str, Any]:
+    async def set(
+        self, scope: str, key: str, value: Any, *, ttl_ms: int | None = None
+    ) -> dict[str, Any]:
         """See :meth:`evstate.Store.set`."""
-        return await self._run(self.store.set, scope, key, value)
+        return await self._run(lambda: self.store.set(scope, key, value, ttl_ms=ttl_ms))
+
+    async def ttl(self, scope: str, key: str) -> int | None:
+        """See :meth:`evstate.Store.ttl` (answered from memory, inline)."""
+        return self.store.ttl(scope, key)
 
     async def update(self, scope: str, key: str, ops: Any) -> dict[str, Any]:
         """See :meth:`evstate.Store.update`."""
@@ -64,10 +70,12 @@ class AsyncStore:
         return self.store.list_groups()
 
     async def compare_and_set(
-        self, scope: str, key: str, expected: Any, value: Any
+        self, scope: str, key: str, expected: Any, value: Any, *, ttl_ms: int | None = None
     ) -> dict[str, Any]:
         """See :meth:`evstate.Store.compare_and_set`."""
-        return await self._run(self.store.compare_and_set, scope, key, expected, value)
+        return await self._run(
+            lambda: self.store.compare_and_set(scope, key, expected, value, ttl_ms=ttl_ms)
+        )
 
     async def list_keys(self, scope: str) -> builtins.list[str]:
         """See :meth:`evstate.Store.list_keys` (answered from memory, inline)."""

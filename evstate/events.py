@@ -26,6 +26,8 @@ __all__ = [
     "EVENT_TYPE_CODES",
     "EVENT_TYPE_NAMES",
     "EXTRA_BATCH",
+    "EXTRA_REASON",
+    "REASON_EXPIRED",
     "RECORD_KIND_BATCH",
     "RECORD_KIND_EVENT",
     "UPDATED",
@@ -54,6 +56,8 @@ EVENT_TYPE_NAMES: Final[dict[int, str]] = {
 EVENT_TYPE_CODES: Final[dict[str, int]] = {v: k for k, v in EVENT_TYPE_NAMES.items()}
 # docs/format.md section 2: the attributes an event may carry in its ``extra`` map.
 EXTRA_BATCH: Final = "batch"
+EXTRA_REASON: Final = "reason"
+REASON_EXPIRED: Final = "expired"  # the value of ``reason`` on an expiry's deleted event
 
 
 class RecordDecodeError(ValueError):
@@ -72,7 +76,8 @@ class EventRecord(NamedTuple):
 
     ``extra`` holds the event's optional attributes (docs/format.md section 2), ``None``
     when it has none: ``batch`` (on every event of an atomic batch but its last: the
-    revision of the batch's first event).
+    revision of the batch's first event), ``reason`` (``"expired"`` on the deleted event of
+    a key whose time-to-live ran out).
     """
 
     revision: int
@@ -90,6 +95,12 @@ class EventRecord(NamedTuple):
         extra = self.extra
         return None if extra is None else extra.get(EXTRA_BATCH)
 
+    @property
+    def reason(self) -> str | None:
+        """Why the event happened when it was not a call (``"expired"``), else None."""
+        extra = self.extra
+        return None if extra is None else extra.get(EXTRA_REASON)
+
     def to_event(self) -> Event:
         """Decode the values into a public :class:`Event` (fresh objects every call)."""
         return Event(
@@ -100,6 +111,7 @@ class EventRecord(NamedTuple):
             key=self.key,
             old_value=None if self.old is None else decode_value(self.old),
             new_value=None if self.new is None else decode_value(self.new),
+            reason=self.reason,
         )
 
 
@@ -109,7 +121,8 @@ class Event:
 
     ``message_type`` is always ``"state"``; ``event_type`` is ``"created"``, ``"updated"``
     or ``"deleted"``; ``old_value`` is ``None`` for a created key (and for a delete of a
-    missing key); ``new_value`` is ``None`` for deleted.
+    missing key); ``new_value`` is ``None`` for deleted. ``reason`` is ``"expired"`` on the
+    deleted event of a key whose time-to-live ran out, else ``None``.
     """
 
     revision: int
@@ -119,6 +132,7 @@ class Event:
     key: str
     old_value: Any
     new_value: Any
+    reason: str | None = None
 
     @property
     def message_type(self) -> str:
@@ -135,8 +149,8 @@ class Event:
 
 
 def event_dict(event: Any) -> dict[str, Any]:
-    """The doc's event shape plus ``revision`` and ``timestamp``, from any event object."""
-    return {
+    """The doc's event shape plus ``revision``, ``timestamp`` (and ``reason`` when set)."""
+    result = {
         "message_type": "state",
         "event_type": event.event_type,
         "scope": event.scope,
@@ -146,11 +160,14 @@ def event_dict(event: Any) -> dict[str, Any]:
         "revision": event.revision,
         "timestamp": event.timestamp,
     }
+    if event.reason is not None:
+        result["reason"] = event.reason
+    return result
 
 
 def iii_event_dict(event: Any) -> dict[str, Any]:
-    """The iii engine's wire event of any event object."""
-    return {
+    """The iii engine's wire event of any event object (plus ``reason`` when set)."""
+    result = {
         "type": "state",
         "event_type": "state:" + event.event_type,
         "scope": event.scope,
@@ -158,6 +175,9 @@ def iii_event_dict(event: Any) -> dict[str, Any]:
         "old_value": event.old_value,
         "new_value": event.new_value,
     }
+    if event.reason is not None:
+        result["reason"] = event.reason
+    return result
 
 
 def encode_record(record: EventRecord) -> bytes:
@@ -234,6 +254,9 @@ def _extra(item: object, revision: object) -> dict[str, Any]:
     """Check an event's attribute map; attributes this version does not know are kept."""
     if type(item) is not dict or not all(type(name) is str for name in item):
         raise RecordDecodeError("record attributes are not a map of names")
+    reason = item.get(EXTRA_REASON)
+    if reason is not None and type(reason) is not str:
+        raise RecordDecodeError("record attribute 'reason' is not text")
     batch = item.get(EXTRA_BATCH)
     if batch is not None and (
         type(batch) is not int or type(revision) is not int or not 1 <= batch <= revision

@@ -33,8 +33,13 @@ __all__ = [
     "INT_MAX",
     "INT_MIN",
     "MAX_NESTING",
+    "DEADLINE_MARK",
+    "deadline_of",
     "decode_value",
     "encode_value",
+    "expired",
+    "strip_deadline",
+    "with_deadline",
     "json_equal",
     "json_size",
     "json_type_name",
@@ -251,16 +256,52 @@ def encode_value(value: Any) -> bytes:
     return data
 
 
+DEADLINE_MARK = 0xFF
+"""First byte of a stored value that has an expiry deadline (docs/format.md section 2).
+
+``0xFF`` (CBOR "break") can never begin a CBOR item, so a stored value is either the
+encoded value itself, or ``FF`` + the deadline (u64 big-endian, ms since the epoch) + the
+encoded value. The deadline travels with the value through the log, snapshots, replay,
+followers and restores.
+"""
+_MARK = bytes([DEADLINE_MARK])
+
+
+def with_deadline(encoded: bytes, deadline_ms: int) -> bytes:
+    """The stored form of an encoded value that expires at ``deadline_ms``."""
+    return _MARK + deadline_ms.to_bytes(8, "big") + encoded
+
+
+def deadline_of(stored: bytes) -> int | None:
+    """The expiry deadline (ms) of a stored value, or None when it has none."""
+    if stored[:1] != _MARK:
+        return None
+    return int.from_bytes(stored[1:9], "big")
+
+
+def expired(stored: bytes, now_ms: int) -> bool:
+    """True when the stored value has a deadline at or before ``now_ms``."""
+    return stored[:1] == _MARK and int.from_bytes(stored[1:9], "big") <= now_ms
+
+
+def strip_deadline(stored: bytes) -> bytes:
+    """The encoded value of a stored value (without its deadline, if any)."""
+    return stored[9:] if stored[:1] == _MARK else stored
+
+
 def decode_value(data: bytes) -> Any:
     """Decode CBOR bytes written by :func:`encode_value` into a new Python object.
 
-    Returns a freshly built object on every call, sharing nothing with earlier results.
+    A stored value with a deadline (:data:`DEADLINE_MARK`) decodes to its value. Returns a
+    freshly built object on every call, sharing nothing with earlier results.
 
     Raises:
         CorruptionError: ``data`` is not a CBOR item, or nests absurdly deep. The
             message names no file; a caller that knows where ``data`` came from should
             re-raise with ``path`` and ``offset``.
     """
+    if data[:1] == _MARK:
+        data = data[9:]
     try:
         return cbor2.loads(data, max_depth=_DECODE_MAX_DEPTH)
     except (cbor2.CBORDecodeError, ValueError) as exc:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
 from evstate.core.arguments import check_name, check_revision, time_ms
 from evstate.core.log_source import LogSource, Progress
-from evstate.core.replay import Scopes
+from evstate.core.replay import Scopes, live_scopes
 from evstate.core.view import StateView
 from evstate.errors import HistoryCompactedError, InvalidRequestError
 from evstate.events import Event
@@ -65,6 +65,7 @@ class AuditMethods:
 
     _source: LogSource
     _restore_writer: RestoreWriter
+    _clock: Callable[[], int]
 
     def _check_open(self) -> None:
         raise NotImplementedError
@@ -226,7 +227,9 @@ class AuditMethods:
 
         ``time`` is a ``datetime`` or seconds since the epoch; a time after the newest event
         (or a revision past the head) answers the current state. Answered from the nearest
-        snapshot at or before it plus replay; nothing is restored.
+        snapshot at or before it plus replay; nothing is restored. A key counts as expired
+        from its deadline on: it is absent from a view as of a later time (the time asked
+        for, the revision's event time, or now for the present).
 
         Raises:
             HistoryCompactedError: before the retention horizon (``.horizon`` names it).
@@ -235,7 +238,13 @@ class AuditMethods:
         self._check_open()
         target = self._target(revision, time)
         scopes, stamp = self._source.state_at(target, progress)
-        return StateView(target, stamp, scopes, self.history)
+        if time is not None:
+            as_of = time_ms(time)
+        elif target >= self._audit_head():
+            as_of = self._clock()  # the present: keys past their deadline now are gone
+        else:
+            as_of = stamp or 0
+        return StateView(target, stamp, live_scopes(scopes, as_of), self.history)
 
     def restore_to(
         self,

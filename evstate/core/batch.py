@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from evstate.core.arguments import check_name
-from evstate.core.writes import Write, encode_checked
+from evstate.core.writes import Write, check_ttl, encode_checked
 from evstate.errors import InvalidRequestError
 from evstate.events import Event, EventRecord
 from evstate.ops import parse_ops
@@ -68,10 +68,15 @@ class Batch:
         check_name("scope", scope)
         check_name("key", key)
 
-    def set(self, scope: str, key: str, value: Any) -> None:
-        """Set ``scope/key`` to ``value`` at commit (checked now, as ``Store.set`` does)."""
+    def set(self, scope: str, key: str, value: Any, *, ttl_ms: int | None = None) -> None:
+        """Set ``scope/key`` to ``value`` at commit (checked now, as ``Store.set`` does).
+
+        ``ttl_ms``: the key expires that long after the commit (none: no TTL).
+        """
         self._names(scope, key)
-        self._add(Write("set", scope, key, encode_checked(value, self._limit)))
+        if ttl_ms is not None:
+            check_ttl(ttl_ms)
+        self._add(Write("set", scope, key, encode_checked(value, self._limit), ttl_ms))
 
     def update(self, scope: str, key: str, ops: Any) -> None:
         """Apply update ops to ``scope/key`` at commit (parsed now: bad ops raise here)."""
@@ -83,15 +88,21 @@ class Batch:
         self._names(scope, key)
         self._add(Write("delete", scope, key, None))
 
-    def compare_and_set(self, scope: str, key: str, expected: Any, value: Any) -> None:
+    def compare_and_set(
+        self, scope: str, key: str, expected: Any, value: Any, *, ttl_ms: int | None = None
+    ) -> None:
         """At commit, set ``scope/key`` to ``value`` if it holds ``expected``, else abort all.
 
-        ``expected`` ``None`` means "only if absent"; equality is JSON equality.
+        ``expected`` ``None`` means "only if absent"; equality is JSON equality. ``ttl_ms``
+        as for :meth:`set`.
         """
         self._names(scope, key)
         if expected is not None:
             validate_value(expected, where="expected")
-        self._add(Write("cas", scope, key, (expected, encode_checked(value, self._limit))))
+        if ttl_ms is not None:
+            check_ttl(ttl_ms)
+        encoded = encode_checked(value, self._limit)
+        self._add(Write("cas", scope, key, (expected, encoded), ttl_ms))
 
     def __len__(self) -> int:
         return len(self._writes)

@@ -8,8 +8,9 @@ message. The one difference between spellings: ``state::list`` returns the list 
 (the engine), ``state.list`` the ``{key: value}`` mapping (the doc).
 
 Also the iii state worker's ``state::compare-and-set``, ``state::list_keys`` and
-``state::list_entries``, and evstate's own ``evstate::batch`` (an id outside iii's
-``state::`` names, docs/protocol.md).
+``state::list_entries``, and evstate's own ``evstate::batch`` and ``evstate::ttl`` (ids
+outside iii's ``state::`` names, docs/protocol.md). ``ttl_ms`` in a ``state::set`` or
+``state::compare-and-set`` payload is an evstate extension (iii ignores unknown fields).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ __all__ = [
 class StateFunctions(Protocol):
     """What :func:`call_function` needs of a store."""
 
-    def set(self, scope: str, key: str, value: Any) -> dict[str, Any]: ...  # noqa: D102
+    def set(  # noqa: D102
+        self, scope: str, key: str, value: Any, *, ttl_ms: int | None = None
+    ) -> dict[str, Any]: ...
     def get(self, scope: str, key: str) -> Any: ...  # noqa: D102
     def delete(self, scope: str, key: str) -> Any: ...  # noqa: D102
     def update(self, scope: str, key: str, ops: Any) -> dict[str, Any]: ...  # noqa: D102
@@ -44,8 +47,9 @@ class StateFunctions(Protocol):
     def list_values(self, scope: str) -> builtins.list[Any]: ...  # noqa: D102
     def list_groups(self) -> dict[str, builtins.list[str]]: ...  # noqa: D102
     def compare_and_set(  # noqa: D102
-        self, scope: str, key: str, expected: Any, value: Any
+        self, scope: str, key: str, expected: Any, value: Any, *, ttl_ms: int | None = None
     ) -> dict[str, Any]: ...
+    def ttl(self, scope: str, key: str) -> int | None: ...  # noqa: D102
     def list_keys(self, scope: str) -> builtins.list[str]: ...  # noqa: D102
     def list_entries(  # noqa: D102
         self, scope: str, cursor: str | None, limit: Any, max_bytes: Any
@@ -103,7 +107,11 @@ class PayloadFields:
 
 def _set(store: StateFunctions, fid: str, payload: object) -> Any:
     p = PayloadFields(fid, "StateSetInput", payload)
-    return store.set(p.string("scope"), p.string("key"), p.value())
+    scope, key, value = p.string("scope"), p.string("key"), p.value()
+    ttl_ms = p.optional("ttl_ms")  # an evstate extension (docs/api.md, "Time-to-live")
+    if ttl_ms is None:
+        return store.set(scope, key, value)
+    return store.set(scope, key, value, ttl_ms=ttl_ms)
 
 
 def _get(store: StateFunctions, fid: str, payload: object) -> Any:
@@ -153,7 +161,15 @@ def _list_groups(store: StateFunctions, fid: str, payload: object) -> Any:
 def _compare_and_set(store: StateFunctions, fid: str, payload: object) -> Any:
     p = PayloadFields(fid, "StateCompareAndSetInput", payload)
     scope, key = p.string("scope"), p.string("key")
-    return store.compare_and_set(scope, key, p.optional("expected"), p.value())
+    expected, value, ttl_ms = p.optional("expected"), p.value(), p.optional("ttl_ms")
+    if ttl_ms is None:
+        return store.compare_and_set(scope, key, expected, value)
+    return store.compare_and_set(scope, key, expected, value, ttl_ms=ttl_ms)
+
+
+def _ttl(store: StateFunctions, fid: str, payload: object) -> Any:
+    p = PayloadFields(fid, "TtlInput", payload)
+    return {"ttl_ms": store.ttl(p.string("scope"), p.string("key"))}
 
 
 def _list_keys(store: StateFunctions, fid: str, payload: object) -> Any:
@@ -185,13 +201,15 @@ def _batch(store: StateFunctions, fid: str, payload: object) -> Any:
             kind = op.string("op")
             scope, key = op.string("scope"), op.string("key")
             if kind == "set":
-                batch.set(scope, key, op.value())
+                batch.set(scope, key, op.value(), ttl_ms=op.optional("ttl_ms"))
             elif kind == "update":
                 batch.update(scope, key, op.required("ops"))
             elif kind == "delete":
                 batch.delete(scope, key)
             elif kind == "compare-and-set":
-                batch.compare_and_set(scope, key, op.optional("expected"), op.value())
+                batch.compare_and_set(
+                    scope, key, op.optional("expected"), op.value(), ttl_ms=op.optional("ttl_ms")
+                )
             else:
                 op.fail(
                     f"ops[{index}]: unknown variant `{kind}`, expected one of "
@@ -229,6 +247,7 @@ _FUNCTIONS["state::compare-and-set"] = (_compare_and_set, "CAS_ERROR", "CAS_ERRO
 _FUNCTIONS["state::list_keys"] = (_list_keys, "LIST_KEYS_ERROR", "LIST_KEYS_ERROR")
 _FUNCTIONS["state::list_entries"] = (_list_entries, "LIST_ENTRIES_ERROR", "LIST_ENTRIES_ERROR")
 _FUNCTIONS["evstate::batch"] = (_batch, "BATCH_ERROR", "BATCH_ERROR")
+_FUNCTIONS["evstate::ttl"] = (_ttl, "TTL_ERROR", "TTL_ERROR")
 _FUNCTIONS["state.list"] = (_list_mapping, "LIST_ERROR", "Failed to list values")
 
 FUNCTION_IDS: tuple[str, ...] = tuple(sorted(_FUNCTIONS))

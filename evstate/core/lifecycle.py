@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from evstate.config import Config
@@ -15,9 +16,17 @@ from evstate.core.functions import StateFunctions, call_function
 from evstate.core.triggers.manager import TriggerManager
 from evstate.errors import StoreClosedError
 
-__all__ = ["Closable", "StoreBase"]
+__all__ = ["Clock", "Closable", "StoreBase", "wall_clock_ms"]
 
 log = logging.getLogger("evstate")
+
+Clock = Callable[[], int]
+"""A clock: milliseconds since the Unix epoch (stores take one for tests: ``clock=``)."""
+
+
+def wall_clock_ms() -> int:
+    """The wall clock in ms since the epoch (the default :data:`Clock`)."""
+    return time.time_ns() // 1_000_000
 
 
 class Closable:

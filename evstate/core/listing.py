@@ -61,10 +61,11 @@ DEFAULT_MAX_BYTES = 1_000_000
 _MAX_SCOPE_BYTES = 1024  # a longer scope is INVALID_PAGE_LIMITS, as in iii
 _REMEMBERED_USES = 100_000  # consumed listings remembered after they leave memory
 
-# Cursor: version u8 | listing id 8s | revision u64 | offset u32 | page u32 | limit u16 |
-#         max_bytes u32 | scope digest 8s, then an 8-byte BLAKE2b digest of those bytes;
-#         URL-safe base64 without padding (fixed length, so page sizes can be bounded).
-_CURSOR = struct.Struct("<B8sQIIHI8s")
+# Cursor: version u8 | listing id 8s | revision u64 | as_of u64 (ms: keys past their
+#         deadline then are not listed) | offset u32 | page u32 | limit u16 | max_bytes u32 |
+#         scope digest 8s, then an 8-byte BLAKE2b digest of those bytes; URL-safe base64
+#         without padding (fixed length, so page sizes can be bounded).
+_CURSOR = struct.Struct("<B8sQQIIHI8s")
 _CURSOR_VERSION = 1
 _CHECK_BYTES = 8
 CURSOR_LENGTH = len(base64.urlsafe_b64encode(bytes(_CURSOR.size + _CHECK_BYTES)).rstrip(b"="))
@@ -73,6 +74,7 @@ CURSOR_LENGTH = len(base64.urlsafe_b64encode(bytes(_CURSOR.size + _CHECK_BYTES))
 class _Cursor(NamedTuple):
     listing: bytes
     revision: int
+    as_of_ms: int
     offset: int
     page: int
     limit: int
@@ -101,7 +103,8 @@ def _decode_cursor(text: object) -> _Cursor:
     except (binascii.Error, ValueError):
         raise InvalidCursorError("INVALID_CURSOR: the cursor is not valid base64") from None
     body, check = raw[: _CURSOR.size], raw[_CURSOR.size :]
-    if len(body) != _CURSOR.size or _digest(body) != check:
+    canonical = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    if len(body) != _CURSOR.size or _digest(body) != check or canonical != text:
         raise InvalidCursorError("INVALID_CURSOR: the cursor is damaged or was altered")
     version, *fields = _CURSOR.unpack(body)
     if version != _CURSOR_VERSION:
@@ -125,15 +128,18 @@ def _limit(name: str, value: object, default: int, bounds: tuple[int, int]) -> i
 class PinnedScope:
     """One scope as of one revision: its keys in order and their stored values."""
 
-    __slots__ = ("decode", "keys", "last_used", "next_page", "revision", "values")
+    __slots__ = ("as_of_ms", "decode", "keys", "last_used", "next_page", "revision", "values")
 
     def __init__(
         self,
         revision: int,
         values: Mapping[str, Any],
         decode: Callable[[Any], Any] = decode_value,
+        *,
+        as_of_ms: int = 0,
     ) -> None:
         self.revision = revision
+        self.as_of_ms = as_of_ms  # the time whose live keys are listed
         self.values = values
         self.decode = decode  # stored form -> the JSON value (CBOR bytes, or JSON text)
         self.keys = sorted(values)
@@ -145,10 +151,10 @@ class ScopeSource(Protocol):
     """Where a store's listings read their scope (see the module doc)."""
 
     def _listing_scope_now(self, scope: str) -> PinnedScope:
-        """The scope as of the newest revision, read in one consistent step."""
+        """The live keys of the scope as of the newest revision and now, in one step."""
 
-    def _listing_scope_at(self, scope: str, revision: int) -> PinnedScope:
-        """The scope as of ``revision``, rebuilt from the log.
+    def _listing_scope_at(self, scope: str, revision: int, as_of_ms: int) -> PinnedScope:
+        """The scope as of ``revision``, rebuilt from the log, live at ``as_of_ms``.
 
         Raises:
             HistoryCompactedError: ``revision`` is no longer retained.
@@ -252,7 +258,7 @@ class Listings:
                 pinned.last_used = time.monotonic()
                 return pinned
         try:
-            pinned = source._listing_scope_at(scope, cursor.revision)
+            pinned = source._listing_scope_at(scope, cursor.revision, cursor.as_of_ms)
         except HistoryCompactedError:
             raise InvalidCursorError(
                 f"INVALID_CURSOR: the listing's revision {cursor.revision} is no longer "
@@ -334,6 +340,7 @@ class Listings:
                 _Cursor(
                     listing,
                     pinned.revision,
+                    pinned.as_of_ms,
                     end,
                     page_number + 1,
                     limit,

@@ -11,8 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from evstate.events import DELETED, EventRecord
+from evstate.values import DEADLINE_MARK, expired
 
-__all__ = ["Scopes", "apply_record", "compare_replays", "copy_scopes", "replay"]
+_MARK = bytes([DEADLINE_MARK])
+
+__all__ = [
+    "Scopes",
+    "apply_record",
+    "compare_replays",
+    "copy_scopes",
+    "live_items",
+    "live_scopes",
+    "replay",
+]
 
 Scopes = dict[str, dict[str, bytes]]
 """``scope -> key -> encoded value``; a scope with no keys is absent."""
@@ -31,6 +42,23 @@ def apply_record(scopes: Scopes, record: EventRecord) -> None:
             scopes[record.scope] = {record.key: record.new}
         else:
             keys[record.key] = record.new
+
+
+def live_items(items: dict[str, bytes], now_ms: int) -> dict[str, bytes]:
+    """``items`` without the keys whose deadline is at or before ``now_ms``."""
+    if not any(value[:1] == _MARK for value in items.values()):
+        return items
+    return {key: value for key, value in items.items() if not expired(value, now_ms)}
+
+
+def live_scopes(scopes: Scopes, now_ms: int) -> Scopes:
+    """A state map as it reads at ``now_ms``: keys past their deadline left out."""
+    result: Scopes = {}
+    for scope, items in scopes.items():
+        live = live_items(items, now_ms)
+        if live:
+            result[scope] = live
+    return result
 
 
 def copy_scopes(scopes: Scopes) -> Scopes:

@@ -18,16 +18,17 @@ import builtins
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from evstate.config import Config
 from evstate.core.arguments import check_name
 from evstate.core.audit import AuditMethods
 from evstate.core.batch import Batch
+from evstate.core.expirer import ExpiryMethods, expiry_records
 from evstate.core.feed import RecordFeed
-from evstate.core.lifecycle import StoreBase
+from evstate.core.journal import History, Journal
+from evstate.core.lifecycle import Clock, StoreBase, wall_clock_ms
 from evstate.core.listing import Listings
-from evstate.core.log_source import LogSource
 from evstate.core.reads import TableReads
 from evstate.core.replay import Scopes
 from evstate.core.retention import retention_cutoff
@@ -35,47 +36,28 @@ from evstate.core.table import StateTable
 from evstate.core.triggers.api import TriggerMethods
 from evstate.core.triggers.cursors import CursorStore
 from evstate.core.triggers.manager import TriggerManager
-from evstate.core.writes import Write, encode_checked, expected_matches, plan_records
+from evstate.core.writes import (
+    Write,
+    check_ttl,
+    encode_checked,
+    expected_matches,
+    keep_deadline,
+    plan_records,
+)
 from evstate.errors import ConfigError, StoreClosedError
 from evstate.events import CREATED, DELETED, UPDATED, EventRecord, encode_batch, encode_record
 from evstate.ops import parse_ops
 from evstate.ops_apply import apply_update_ops
-from evstate.values import decode_value, encode_value, validate_value
+from evstate.values import (
+    DEADLINE_MARK,
+    decode_value,
+    encode_value,
+    expired,
+    validate_value,
+    with_deadline,
+)
 
-__all__ = ["History", "Journal", "Store", "register_store_kind"]
-
-
-class Journal(Protocol):
-    """Where committed events go (the file store's segment log)."""
-
-    @property
-    def durable_revision(self) -> int:
-        """The highest revision on stable storage."""
-
-    def append(self, payload: bytes, revision: int, last: int | None = None) -> tuple[int, int]:
-        """Write one record (revisions ``revision..last``); returns its position.
-
-        Raises StorageError (nothing appended) or StoreFailedError (an fsync failed before).
-        """
-
-    def check_writable(self) -> None:
-        """Raise StoreFailedError if the journal failed closed."""
-
-    def wait_durable(self, revision: int) -> None:
-        """Return once ``revision`` is on stable storage (group commit)."""
-
-    def flush(self) -> None:
-        """Make everything appended durable now."""
-
-    def close(self) -> None:
-        """Flush and close."""
-
-
-class History(LogSource, Protocol):
-    """The log source of a store that also indexes every event it commits."""
-
-    def recorded(self, record: EventRecord, segment: int, offset: int) -> None:
-        """Note a committed record and where it is (write lock held)."""
+__all__ = ["Store", "register_store_kind"]
 
 
 _STORE_KINDS: dict[str, type[Store]] = {}
@@ -89,7 +71,10 @@ def register_store_kind(store_method: str, kind: type[Store]) -> None:
     _STORE_KINDS[store_method] = kind
 
 
-class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
+_MARK = bytes([DEADLINE_MARK])
+
+
+class Store(StoreBase, ExpiryMethods, TableReads, AuditMethods, TriggerMethods):
     """An evstate store: state by scope and key, every change an event in the log.
 
     Open one with :func:`evstate.open`. Thread-safe: any number of threads may call one
@@ -125,9 +110,15 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
         source: History,
         journal: Journal | None,
         cursors: CursorStore,
+        clock: Clock | None = None,
     ) -> None:
-        """Set up the recovered state and start the background threads (backends call it)."""
+        """Set up the recovered state and start the background threads (backends call it).
+
+        ``clock`` (ms since the epoch) replaces the wall clock for event timestamps and
+        deadlines; with one, no background expirer runs (call :meth:`expire`).
+        """
         self._config = config
+        self._clock: Clock = clock or wall_clock_ms
         self._table = table
         self._revision = revision
         self._last_timestamp = timestamp
@@ -144,6 +135,7 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
         self._feed = RecordFeed(revision + 1)
         self._triggers = TriggerManager(self, cursors, enabled=config.triggers_enabled)
         self._start_maintenance("evstate-maintenance")
+        self._start_expirer(background=clock is None)
 
     # ---- properties -----------------------------------------------------------------
 
@@ -165,15 +157,24 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
     # ---- the write path -------------------------------------------------------------
 
     def _commit(
-        self, scope: str, key: str, type_code: int, old: bytes | None, new: bytes | None
+        self,
+        scope: str,
+        key: str,
+        old: bytes | None,
+        new: bytes | None,
+        ttl_ms: int | None = None,
     ) -> int:
         """Append and apply one event. Caller holds the write lock. Returns the revision.
 
-        The single-event twin of :meth:`_commit_writes`, inlined: this is the hot path.
+        ``ttl_ms`` gives ``new`` the deadline ``timestamp + ttl_ms``. The single-event twin
+        of :meth:`_append_records`, inlined: this is the hot path.
         """
         revision = self._revision + 1
-        now = time.time_ns() // 1_000_000
+        now = self._clock()
         timestamp = now if now > self._last_timestamp else self._last_timestamp
+        if ttl_ms is not None and new is not None:
+            new = with_deadline(new, timestamp + ttl_ms)
+        type_code = DELETED if new is None else (CREATED if old is None else UPDATED)
         record = EventRecord(revision, timestamp, type_code, scope, key, old, new)
         segment = offset = 0
         journal = self._journal
@@ -192,6 +193,48 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
             self._visible = revision
         return revision
 
+    def _current(self, scope: str, key: str) -> bytes | None:
+        """The stored value of ``scope/key`` for a write (write lock held).
+
+        A key whose deadline has passed is absent: its expiry event is committed first, so
+        the log says it expired before anything else happened to it.
+        """
+        raw = self._table.get(scope, key)
+        if raw is not None and raw[:1] == _MARK and expired(raw, self._clock()):
+            self._append_records(expiry_records([(scope, key, raw)], *self._next_stamp()))
+            return None
+        return raw
+
+    def _next_stamp(self) -> tuple[int, int]:
+        """The next revision and timestamp (write lock held)."""
+        now = self._clock()
+        return self._revision + 1, now if now > self._last_timestamp else self._last_timestamp
+
+    def _append_records(
+        self, records: Sequence[EventRecord], cursor: tuple[str, int] | None = None
+    ) -> None:
+        """Append ``records`` (consecutive, from the next revision) as ONE log record.
+
+        Then apply them (write lock held). Durable per ``fsync`` once acknowledged.
+        """
+        segment = offset = 0
+        if self._journal is not None:
+            if len(records) == 1 and cursor is None:
+                payload = encode_record(records[0])
+            else:
+                payload = encode_batch(list(records), cursor)
+            segment, offset = self._journal.append(
+                payload, records[0].revision, records[-1].revision
+            )
+        for record in records:
+            self._source.recorded(record, segment, offset)
+        self._table.apply_all(records)
+        self._feed.extend(list(records))
+        self._revision = records[-1].revision
+        self._last_timestamp = records[-1].timestamp
+        if not self._always:
+            self._visible = self._revision
+
     def _commit_writes(
         self,
         writes: Sequence[Write],
@@ -204,37 +247,28 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
         record is written and checksummed as a whole, so all of it is durable or none.
         ``applied()`` runs under the write lock once the record is in: a trigger moves its
         in-memory cursor there, so no snapshot sees the writes without the cursor move.
-        Durable per ``fsync`` on return. Returns the events it made.
+        Durable per ``fsync`` on return. Returns the events it made (the expiry events of
+        keys found past their deadline first).
         """
         with self._write_lock:
             self._check_open()
             if self._journal is not None:
                 self._journal.check_writable()
-            now = time.time_ns() // 1_000_000
-            timestamp = now if now > self._last_timestamp else self._last_timestamp
-            records = plan_records(writes, self._table.get, self._revision + 1, timestamp)
+            first, timestamp = self._next_stamp()
+            records = plan_records(writes, self._table.get, first, timestamp)
             if not records:
                 if applied is not None:
                     applied()
                 return records
-            segment = offset = 0
-            if self._journal is not None:
-                payload = encode_batch(records, cursor)
-                segment, offset = self._journal.append(
-                    payload, records[0].revision, records[-1].revision
-                )
-            for record in records:
-                self._source.recorded(record, segment, offset)
-            self._table.apply_all(records)
-            self._feed.extend(records)
-            self._revision = records[-1].revision
-            self._last_timestamp = timestamp
-            if not self._always:
-                self._visible = self._revision
+            self._append_records(records, cursor)
             if applied is not None:
                 applied()
         self._acknowledge(records[-1].revision)
         return records
+
+    def _check_writable(self) -> None:
+        if self._journal is not None:
+            self._journal.check_writable()
 
     def _acknowledge(self, revision: int) -> None:
         """Wait for the durability ``fsync`` asks for, then let triggers see the write."""
@@ -250,14 +284,18 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
     def _encode_checked(self, value: Any) -> bytes:
         return encode_checked(value, self._config.max_value_bytes)
 
-    def set(self, scope: str, key: str, value: Any) -> dict[str, Any]:
+    def set(self, scope: str, key: str, value: Any, *, ttl_ms: int | None = None) -> dict[str, Any]:
         """Replace the value of ``scope/key``.
+
+        ``ttl_ms`` (a positive int) makes the key expire that many milliseconds after this
+        write; without it the key has no time-to-live (a ``set`` clears one, as Redis's
+        ``SET`` does).
 
         Returns:
             ``{"old_value": <previous value or None>, "new_value": value}``.
 
         Raises:
-            InvalidRequestError: ``scope`` or ``key`` is not a ``str``.
+            InvalidRequestError: ``scope`` or ``key`` is not a ``str``, or a bad ``ttl_ms``.
             InvalidValueError: ``value`` is not JSON-compatible (names the path).
             ValueTooLargeError: over ``max_value_bytes`` (code ``VALUE_TOO_LARGE``).
             StorageError, StoreFailedError, StoreClosedError.
@@ -272,13 +310,19 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
         ):
             check_name("scope", scope)
             check_name("key", key)
+        if ttl_ms is not None:
+            check_ttl(ttl_ms)
         new = encode_checked(value, self._config.max_value_bytes)
         with self._write_lock:
             if self._closed:
                 raise StoreClosedError("the store is closed")
             old = self._table.get(scope, key)
-            revision = self._commit(scope, key, CREATED if old is None else UPDATED, old, new)
+            if old is not None and old[:1] == _MARK:
+                old = self._current(scope, key)
+            revision = self._commit(scope, key, old, new, ttl_ms)
         self._acknowledge(revision)
+        if ttl_ms is not None:
+            self._wake_expirer(self._last_timestamp + ttl_ms)
         return {
             "old_value": None if old is None else decode_value(old),
             "new_value": decode_value(new),
@@ -288,8 +332,8 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
         """Apply update ops to ``scope/key`` atomically (the iii engine's rules).
 
         Ops run in order; a failing op is skipped and reported, the others apply. A missing
-        key starts from ``{}`` and is created. ``ops`` is a list of :class:`UpdateOp` or
-        wire dicts.
+        key starts from ``{}`` and is created. A key's time-to-live is kept. ``ops`` is a
+        list of :class:`UpdateOp` or wire dicts.
 
         Returns:
             ``{"old_value", "new_value"}`` plus ``"errors"`` (a list of
@@ -307,11 +351,11 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
             self._check_open()
             if self._journal is not None:
                 self._journal.check_writable()
-            old = self._table.get(scope, key)
+            old = self._current(scope, key)
             current = {} if old is None else decode_value(old)
             new_value, errors = apply_update_ops(current, parsed, missing=old is None)
-            new = encode_value(new_value)
-            revision = self._commit(scope, key, CREATED if old is None else UPDATED, old, new)
+            new = keep_deadline(old, encode_value(new_value))
+            revision = self._commit(scope, key, old, new)
         self._acknowledge(revision)
         result: dict[str, Any] = {
             "old_value": None if old is None else decode_value(old),
@@ -321,11 +365,14 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
             result["errors"] = errors
         return result
 
-    def compare_and_set(self, scope: str, key: str, expected: Any, value: Any) -> dict[str, Any]:
+    def compare_and_set(
+        self, scope: str, key: str, expected: Any, value: Any, *, ttl_ms: int | None = None
+    ) -> dict[str, Any]:
         """Set ``scope/key`` to ``value`` only if it holds ``expected`` (iii's compare-and-set).
 
-        ``expected`` ``None`` means "only if the key is absent". Equality is JSON equality
-        (key order does not matter, ``1 == 1.0``, ``true`` is not ``1``).
+        ``expected`` ``None`` means "only if the key is absent" (an expired key is absent).
+        Equality is JSON equality (key order does not matter, ``1 == 1.0``, ``true`` is not
+        ``1``). ``ttl_ms`` as for :meth:`set` (without it a swap clears any TTL).
 
         Returns:
             ``{"swapped": True}`` when it wrote (an ordinary ``created``/``updated`` event);
@@ -338,6 +385,8 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
         self._check_open()
         check_name("scope", scope)
         check_name("key", key)
+        if ttl_ms is not None:
+            check_ttl(ttl_ms)
         expected_encoded = None
         if expected is not None:
             validate_value(expected, where="expected")
@@ -347,11 +396,13 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
             self._check_open()
             if self._journal is not None:
                 self._journal.check_writable()
-            old = self._table.get(scope, key)
+            old = self._current(scope, key)
             if not expected_matches(old, expected, expected_encoded):
                 return {"swapped": False, "current": None if old is None else decode_value(old)}
-            revision = self._commit(scope, key, CREATED if old is None else UPDATED, old, new)
+            revision = self._commit(scope, key, old, new, ttl_ms)
         self._acknowledge(revision)
+        if ttl_ms is not None:
+            self._wake_expirer(self._last_timestamp + ttl_ms)
         return {"swapped": True}
 
     def batch(self) -> Batch:
@@ -367,7 +418,10 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
         return self._config.max_value_bytes
 
     def _commit_batch(self, writes: Sequence[Write]) -> builtins.list[EventRecord]:
-        return self._commit_writes(writes)
+        records = self._commit_writes(writes)
+        if any(write.ttl_ms is not None for write in writes):
+            self._wake_expirer()
+        return records
 
     def delete(self, scope: str, key: str) -> Any:
         """Delete ``scope/key``; returns the deleted value, or ``None`` if it did not exist.
@@ -381,8 +435,8 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
             self._check_open()
             if self._journal is not None:
                 self._journal.check_writable()
-            old = self._table.get(scope, key)
-            revision = self._commit(scope, key, DELETED, old, None)
+            old = self._current(scope, key)
+            revision = self._commit(scope, key, old, None)
         self._acknowledge(revision)
         return None if old is None else decode_value(old)
 
@@ -471,6 +525,10 @@ class Store(StoreBase, TableReads, AuditMethods, TriggerMethods):
         self._check_open()
         if self._journal is not None:
             self._journal.flush()
+
+    def _stop_maintenance(self) -> None:
+        super()._stop_maintenance()
+        self._stop_expirer()
 
     def _close_storage(self) -> None:
         """Close the journal (its final fsync) and what the backend holds."""

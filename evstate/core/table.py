@@ -19,29 +19,39 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from evstate.core.expiry import ExpiryIndex
 from evstate.events import DELETED, EventRecord
+from evstate.values import DEADLINE_MARK, deadline_of
 
 __all__ = ["StateTable"]
 
 _T = TypeVar("_T")
+_MARK = bytes([DEADLINE_MARK])
 
 
 class StateTable:
     """The current state, as encoded values."""
 
-    __slots__ = ("_scopes", "_sequence")
+    __slots__ = ("_scopes", "_sequence", "expiry")
 
     def __init__(self) -> None:
         self._scopes: dict[str, dict[str, bytes]] = {}
         self._sequence = 0  # odd while a batch is being applied
+        self.expiry = ExpiryIndex()  # the keys with a deadline (evstate.core.expiry)
 
     def load(self, scopes: dict[str, dict[str, bytes]]) -> None:
         """Replace the whole table with ``scopes`` (taken over, not copied; at open only)."""
         self._scopes = {scope: keys for scope, keys in scopes.items() if keys}
+        self.expiry.clear()
+        for scope, keys in self._scopes.items():
+            for key, value in keys.items():
+                if value[:1] == _MARK:
+                    self.expiry.add(scope, key, deadline_of(value) or 0)
 
     def take(self, other: StateTable) -> None:
         """Hold what ``other`` holds, in one step (a follower's resync swaps its state)."""
         self._scopes = other._scopes
+        self.expiry = other.expiry
 
     def get(self, scope: str, key: str) -> bytes | None:
         """Encoded value of ``scope/key``, or ``None`` if the key does not exist."""
@@ -49,12 +59,14 @@ class StateTable:
         return None if keys is None else keys.get(key)
 
     def put(self, scope: str, key: str, value: bytes) -> None:
-        """Store an encoded value (creates the scope if needed)."""
+        """Store a stored value (creates the scope if needed); file its deadline, if any."""
         keys = self._scopes.get(scope)
         if keys is None:
             self._scopes[scope] = {key: value}
         else:
             keys[key] = value
+        if value[:1] == _MARK:
+            self.expiry.add(scope, key, int.from_bytes(value[1:9], "big"))
 
     def remove(self, scope: str, key: str) -> None:
         """Remove a key if present; drop the scope when it becomes empty."""

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evstate
+from evstate.core.listing import CURSOR_LENGTH
 
 
 def _size(page: dict[str, Any]) -> int:
@@ -102,7 +103,7 @@ def test_cursor_bound_to_scope_and_limits(store: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "cursor", ["", "garbage", "A" * 63, 5, ["x"], "é" * 63, "AAAA" * 16 + "=", "\x00" * 63]
+    "cursor", ["", "garbage", "A" * 74, 5, ["x"], "é" * 74, "AAAA" * 18 + "AA=", "\x00" * 74]
 )
 def test_malformed_cursors(store: Any, cursor: Any) -> None:
     store.set("s", "k", 1)
@@ -268,7 +269,7 @@ def test_pages_fit_max_bytes_with_escapes_and_multibyte(
                 key = sorted(entries)[len(listed)]
                 alone = {
                     "entries": [[key, entries[key]]],
-                    "next_cursor": "c" * 63,
+                    "next_cursor": "c" * CURSOR_LENGTH,
                     "done": False,
                     "offset": len(listed),
                     "total": len(entries),
@@ -283,7 +284,7 @@ def test_pages_fit_max_bytes_with_escapes_and_multibyte(
             if len(page["entries"]) < limit:  # stopped by bytes: the next one would not fit
                 key = sorted(entries)[len(listed)]
                 fuller = dict(page, entries=page["entries"] + [[key, entries[key]]])
-                fuller["next_cursor"] = "c" * 63
+                fuller["next_cursor"] = "c" * CURSOR_LENGTH
                 assert _size(fuller) > max_bytes
             cursor = page["next_cursor"]
         assert listed == [[key, entries[key]] for key in sorted(entries)]

@@ -129,18 +129,18 @@ def test_config_management_broadcasts_changes(tmp_path: Path) -> None:
             conn2.close()
 
 
-def test_caching_with_ttl_and_periodic_cleanup(tmp_path: Path) -> None:
-    args = ("--dir", str(tmp_path), "--ttl", "0.6", "--cleanup-every", "0.2")
-    with running("caching_ttl.py", *args) as app:
+def test_caching_with_native_ttl(tmp_path: Path) -> None:
+    with running("caching_ttl.py", "--dir", str(tmp_path), "--ttl", "0.6") as app:
         status, first = app.request("GET", "/data/prices")
         assert status == 200 and first["upstream_fetches"] == 1
+        assert 0 < first["ttl_ms"] <= 600
         _, again = app.request("GET", "/data/prices")
         assert again["upstream_fetches"] == 1 and again["data"] == first["data"]
         _, cache = app.request("GET", "/cache")
-        assert set(cache) == {"prices"} and cache["prices"]["expiresAt"] > time.time() * 1000
-        # After the TTL, the periodic cleanup (every 0.2 s) deletes the entry by itself.
+        assert set(cache) == {"prices"}
+        # After the TTL the entry is gone, and the store logs its expiry as an event.
         assert poll(lambda: app.request("GET", "/cache")[1], {}) == {}
-        app.wait_for_line("cleanup: deleted 1 expired entries")
+        app.wait_for_line("expired: prices")
         _, refetched = app.request("GET", "/data/prices")
         assert refetched["upstream_fetches"] == 2
 
@@ -160,12 +160,11 @@ def test_cache_functions_directly(tmp_path: Path) -> None:
     with evstate.open(tmp_path) as store:
         assert caching_ttl.get_or_fetch_data(store, "a", fetch, ttl_s=60) == {"v": "A"}
         assert caching_ttl.get_or_fetch_data(store, "a", fetch, ttl_s=60) == {"v": "A"}
-        caching_ttl.get_or_fetch_data(store, "b", fetch, ttl_s=-1)  # already expired
-        assert calls == ["a", "b"]
-        assert caching_ttl.cleanup_cache(store) == 1
-        assert set(store.list("cache")) == {"a"}
-        ran: list[int] = []
-        every = caching_ttl.Every(0.05, lambda: ran.append(1))
-        time.sleep(0.3)
-        every.stop()
-        assert len(ran) >= 2
+        caching_ttl.get_or_fetch_data(store, "b", fetch, ttl_s=0.05)
+        time.sleep(0.1)
+        assert set(store.list("cache")) == {"a"}  # "b" expired
+        caching_ttl.get_or_fetch_data(store, "b", fetch, ttl_s=60)
+        assert calls == ["a", "b", "b"]
+        store.expire()
+        expired = [e for e in store.history("cache", "b") if e.reason == "expired"]
+        assert len(expired) == 1 and expired[0].old_value == {"v": "B"}

@@ -29,6 +29,7 @@ from evstate.backends.file.maintenance import (
 from evstate.backends.file.restore import DIRECTORY_RESTORE
 from evstate.backends.file.timeline import FileTimeline, file_size
 from evstate.config import Config
+from evstate.core.lifecycle import Clock
 from evstate.core.store import Store, register_store_kind
 from evstate.core.table import StateTable
 from evstate.errors import StorageError
@@ -45,10 +46,13 @@ class FileStore(Store):
 
     _restore_writer = DIRECTORY_RESTORE
 
-    def __init__(self, config: Config, *, io: DiskIO | None = None) -> None:
+    def __init__(
+        self, config: Config, *, io: DiskIO | None = None, clock: Clock | None = None
+    ) -> None:
         """Open (or create) the store directory ``config.file_path``.
 
-        ``io`` replaces the file-system layer (``evstate.testing.FaultyIO`` in tests).
+        ``io`` replaces the file-system layer (``evstate.testing.FaultyIO`` in tests);
+        ``clock`` the wall clock (ms since the epoch; see ``Store.expire``).
 
         Raises:
             StoreLockedError: another process has the directory open.
@@ -67,14 +71,14 @@ class FileStore(Store):
         self._lock = DirectoryLock(path, io)
         self._log: SegmentLog | None = None
         try:
-            self._open_files(config, io)
+            self._open_files(config, io, clock)
         except BaseException:
             if self._log is not None:
                 self._log.close()
             self._lock.release()
             raise
 
-    def _open_files(self, config: Config, io: DiskIO) -> None:
+    def _open_files(self, config: Config, io: DiskIO, clock: Clock | None) -> None:
         self._write_lock = threading.Lock()
         self._timeline = timeline = FileTimeline(
             self._path, io, self._write_lock, lambda: self._revision
@@ -113,6 +117,7 @@ class FileStore(Store):
             source=timeline,
             journal=segment_log,
             cursors=cursors,
+            clock=clock,
         )
 
     # ---- properties -----------------------------------------------------------------

@@ -41,7 +41,7 @@ from evstate.backends.follower.live import LiveLog
 from evstate.config_schema import DEFAULT_LISTING_IDLE_MS, DEFAULT_MAX_OPEN_LISTINGS
 from evstate.core.audit import AuditMethods
 from evstate.core.feed import RecordFeed
-from evstate.core.lifecycle import Closable
+from evstate.core.lifecycle import Closable, wall_clock_ms
 from evstate.core.listing import Listings
 from evstate.core.log_source import Progress
 from evstate.core.reads import TableReads
@@ -135,6 +135,7 @@ class Follower(Closable, TableReads, AuditMethods, TriggerMethods):
         self._live = LiveLog(directory, progress)
         self._table = self._live.table
         self._table_lock = self._live.lock
+        self._clock = wall_clock_ms
         self._listings = Listings(max_open_listings, listing_idle_ms)
         self._source = self._live.timeline
         self._feed: RecordFeed = self._live.feed

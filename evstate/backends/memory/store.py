@@ -7,6 +7,7 @@ from typing import Any
 from evstate.backends.file.restore import DIRECTORY_RESTORE
 from evstate.backends.memory.timeline import MemoryTimeline
 from evstate.config import Config
+from evstate.core.lifecycle import Clock
 from evstate.core.store import Store, register_store_kind
 from evstate.core.table import StateTable
 from evstate.core.triggers.local import LocalCursors
@@ -21,8 +22,11 @@ class MemoryStore(Store):
     ``restore_to()`` writes a file store directory, and nothing survives :meth:`close`.
     """
 
-    def __init__(self, config: Config, *, io: object = None) -> None:
-        """Open an empty memory store (use :func:`evstate.open`); ``io`` is not used."""
+    def __init__(self, config: Config, *, io: object = None, clock: Clock | None = None) -> None:
+        """Open an empty memory store (use :func:`evstate.open`); ``io`` is not used.
+
+        ``clock`` replaces the wall clock (ms since the epoch; see ``Store.expire``).
+        """
         self._timeline = MemoryTimeline()
         self._start(
             config,
@@ -32,6 +36,7 @@ class MemoryStore(Store):
             source=self._timeline,
             journal=None,
             cursors=LocalCursors(self),
+            clock=clock,
         )
 
     _restore_writer = DIRECTORY_RESTORE

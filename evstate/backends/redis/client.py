@@ -26,24 +26,19 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from evstate.backends.redis.scripts import (
+from evstate.backends.redis.lease_scripts import DELETE_TRIGGER, LEASE, LOCK, REGISTER, REPLAY
+from evstate.backends.redis.read_scripts import (
     BISECT,
-    COMMIT,
-    DELETE_TRIGGER,
-    INIT,
-    LEASE,
     LIVE_STATE,
-    LOCK,
-    PUT,
-    REGISTER,
-    REPLAY,
+    READ_KEY,
+    READ_SCOPE,
     SCOPE_STATE,
     SCOPES,
-    TRIM,
 )
+from evstate.backends.redis.scripts import COMMIT, EXPIRE, INIT, PUT, TRIM
 from evstate.errors import BackendUnavailableError, CorruptionError, StorageError
-from evstate.events import EVENT_TYPE_CODES, EXTRA_BATCH, EventRecord
-from evstate.values import encode_value
+from evstate.events import EVENT_TYPE_CODES, EXTRA_BATCH, EXTRA_REASON, EventRecord
+from evstate.values import deadline_of, encode_value, strip_deadline, with_deadline
 
 __all__ = [
     "Backend",
@@ -57,6 +52,7 @@ __all__ = [
     "parse_entry",
     "redact_url",
     "sleep_jitter",
+    "text_with_deadline",
     "to_record",
 ]
 
@@ -75,6 +71,9 @@ _SCRIPTS = {
     "live_state": LIVE_STATE,
     "scope_state": SCOPE_STATE,
     "scopes": SCOPES,
+    "read_key": READ_KEY,
+    "read_scope": READ_SCOPE,
+    "expire": EXPIRE,
     "lock": LOCK,
 }
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -131,6 +130,8 @@ class StreamEntry(NamedTuple):
     new: bytes | None
     entry_id: bytes
     batch_start: int | None = None  # field ``batch``: inside an atomic batch that starts there
+    expires: int | None = None  # field ``expires``: the new value's deadline (ms)
+    reason: str | None = None  # field ``reason``: "expired" on an expiry's deleted entry
 
 
 def parse_entry(entry_id: bytes, fields: Any) -> StreamEntry:
@@ -157,14 +158,32 @@ def parse_entry(entry_id: bytes, fields: Any) -> StreamEntry:
             fields.get(b"new"),
             entry_id,
             int(fields[b"batch"]) if b"batch" in fields else None,
+            int(fields[b"expires"]) if b"expires" in fields else None,
+            fields[b"reason"].decode() if b"reason" in fields else None,
         )
     except (KeyError, ValueError, AttributeError) as exc:
         raise CorruptionError(f"stream entry {entry_id!r} is malformed: {exc}") from None
 
 
 def json_to_cbor(text: bytes | None, where: str = "") -> bytes | None:
-    """A stored JSON text as the encoded value evstate's records carry (None stays None)."""
-    return None if text is None else encode_value(load_value(text, where))
+    """A stored JSON text as the stored value evstate's records carry (None stays None).
+
+    A text with a deadline (:func:`text_with_deadline`) keeps it.
+    """
+    if text is None:
+        return None
+    deadline = deadline_of(text)
+    if deadline is None:
+        return encode_value(load_value(text, where))
+    return with_deadline(encode_value(load_value(strip_deadline(text), where)), deadline)
+
+
+def text_with_deadline(text: bytes, deadline: int | None) -> bytes:
+    """A JSON text as replay and snapshots keep it: with the key's deadline, if any.
+
+    The same ``FF`` + u64 prefix as stored values (no JSON text starts with ``FF``).
+    """
+    return text if deadline is None else with_deadline(text, deadline)
 
 
 def to_record(entry: StreamEntry) -> EventRecord:
@@ -177,9 +196,20 @@ def to_record(entry: StreamEntry) -> EventRecord:
         entry.scope,
         entry.key,
         json_to_cbor(entry.old, where),
-        json_to_cbor(entry.new, where),
-        None if entry.batch_start is None else {EXTRA_BATCH: entry.batch_start},
+        json_to_cbor(
+            None if entry.new is None else text_with_deadline(entry.new, entry.expires), where
+        ),
+        _extra(entry),
     )
+
+
+def _extra(entry: StreamEntry) -> dict[str, Any] | None:
+    extra: dict[str, Any] = {}
+    if entry.batch_start is not None:
+        extra[EXTRA_BATCH] = entry.batch_start
+    if entry.reason is not None:
+        extra[EXTRA_REASON] = entry.reason
+    return extra or None
 
 
 class Backend:
@@ -262,6 +292,20 @@ class Backend:
         """Run script ``name`` (EVALSHA, loading it again after a Redis restart)."""
         script = self._scripts[name]
         return self.run(what or name, lambda c: script(keys=keys, args=args, client=c))
+
+    def script_many(
+        self, name: str, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]], what: str = ""
+    ) -> list[Any]:
+        """Run script ``name`` once per ``(keys, args)`` in one pipeline (one round trip)."""
+        script = self._scripts[name]
+
+        def run(c: Any) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for keys, args in calls:
+                script(keys=keys, args=args, client=pipe)
+            return list(pipe.execute())
+
+        return self.run(what or name, run)
 
     def close(self) -> None:
         """Stop retrying and close every pooled connection."""

@@ -13,14 +13,19 @@ import builtins
 from typing import Any
 
 from evstate.backends.redis.client import Backend, decode_name, load_value
-from evstate.backends.redis.scripts import META, STATE_PREFIX, state_key
+from evstate.backends.redis.scripts import META, STATE_PREFIX, TTL, state_key
 from evstate.backends.redis.timeline import RedisTimeline
 from evstate.core.arguments import check_name
 from evstate.core.listing import DEFAULT_LIMIT, DEFAULT_MAX_BYTES, Listings, PinnedScope
+from evstate.core.replay import live_items
 from evstate.errors import InvalidCursorError
 from evstate.values import encode_value
 
 __all__ = ["RedisReads"]
+
+
+def _name(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 class RedisReads:
@@ -38,25 +43,40 @@ class RedisReads:
 
     def _raw_value(self, scope: str, key: str) -> bytes | None:
         """The CBOR encoding of the value (for :class:`~evstate.core.triggers.TriggerContext`)."""
-        text = self._hget(scope, key)
+        text = self._read_key(scope, key)[0]
         return None if text is None else encode_value(load_value(text))
 
-    def _hget(self, scope: str, key: str) -> bytes | None:
-        field = key.encode("utf-8", "surrogatepass")
-        text: bytes | None = self._backend.run("read", lambda c: c.hget(state_key(scope), field))
-        return text
+    def _read_key(self, scope: str, key: str) -> tuple[bytes | None, int | None, int]:
+        """``(JSON text, deadline, Redis's now)``; a key past its deadline reads as missing."""
+        value, deadline, now = self._backend.script(
+            "read_key", [state_key(scope), TTL], [_name(scope), _name(key)], "read"
+        )
+        return value or None, int(deadline) if deadline else None, int(now)
 
     def get(self, scope: str, key: str) -> Any:
         """The value of ``scope/key`` (a fresh copy), or ``None`` if it does not exist."""
         self._check_open()
         check_name("scope", scope)
         check_name("key", key)
-        text = self._hget(scope, key)
+        text = self._read_key(scope, key)[0]
         return None if text is None else load_value(text, f"{scope}/{key}")
 
+    def ttl(self, scope: str, key: str) -> int | None:
+        """Milliseconds until ``scope/key`` expires (Redis's clock); ``None`` if no TTL."""
+        self._check_open()
+        check_name("scope", scope)
+        check_name("key", key)
+        text, deadline, now = self._read_key(scope, key)
+        if text is None or deadline is None:
+            return None
+        return deadline - now if deadline > now else None
+
     def _hash(self, scope: str) -> dict[bytes, bytes]:
-        raw: dict[bytes, bytes] = self._backend.run("read", lambda c: c.hgetall(state_key(scope)))
-        return raw
+        """The scope's live fields and values, in Redis's hash order."""
+        pairs = self._backend.script(
+            "read_scope", [state_key(scope), TTL], [_name(scope), "pairs"], "read"
+        )
+        return {pairs[i]: pairs[i + 1] for i in range(0, len(pairs), 2)}
 
     def list(self, scope: str) -> dict[str, Any]:
         """Every ``key: value`` of ``scope``, in sorted key order (``{}`` if none)."""
@@ -75,7 +95,9 @@ class RedisReads:
         """The keys of ``scope``, sorted (``HKEYS``)."""
         self._check_open()
         check_name("scope", scope)
-        keys = self._backend.run("read", lambda c: c.hkeys(state_key(scope)))
+        keys = self._backend.script(
+            "read_scope", [state_key(scope), TTL], [_name(scope), "keys"], "read"
+        )
         return sorted(decode_name(k) for k in keys)
 
     def list_entries(
@@ -90,20 +112,23 @@ class RedisReads:
         return self._listings.page(self, scope, cursor, limit, max_bytes)
 
     def _listing_scope_now(self, scope: str) -> PinnedScope:
-        revision, pairs = self._backend.script(
-            "scope_state", [META, state_key(scope)], [], "read a scope"
+        revision, now, pairs = self._backend.script(
+            "scope_state", [META, state_key(scope), TTL], [_name(scope)], "read a scope"
         )
         values = {decode_name(pairs[i]): pairs[i + 1] for i in range(0, len(pairs), 2)}
-        return PinnedScope(int(revision), values, lambda text: load_value(text, scope))
+        return PinnedScope(
+            int(revision), values, lambda text: load_value(text, scope), as_of_ms=int(now)
+        )
 
-    def _listing_scope_at(self, scope: str, revision: int) -> PinnedScope:
+    def _listing_scope_at(self, scope: str, revision: int, as_of_ms: int) -> PinnedScope:
         if revision > self._head():
             raise InvalidCursorError("INVALID_CURSOR: the cursor names a revision not reached")
         scopes, _ = self._timeline.state_at(revision)
-        return PinnedScope(revision, scopes.get(scope, {}))
+        live = live_items(scopes.get(scope, {}), as_of_ms)
+        return PinnedScope(revision, live, as_of_ms=as_of_ms)
 
     def _scopes(self) -> builtins.list[str]:
-        keys = self._backend.script("scopes", [], [], "list scopes")
+        keys = self._backend.script("scopes", [TTL], [], "list scopes")
         return sorted(decode_name(k[len(STATE_PREFIX) :]) for k in keys)
 
     def _scope_sizes(self) -> dict[str, int]:

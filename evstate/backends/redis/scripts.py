@@ -20,7 +20,9 @@ Key layout (one logical store per Redis database):
 - ``evstate:snaps`` (sorted set of snapshot revisions), ``evstate:snap:<rev>`` (hash:
   ``timestamp``, ``chunks``, ``keys``, ``bytes``, ``crcs``), ``evstate:snapchunk:<rev>:<i>``
   (JSON array of ``[scope, key, value JSON text]``);
-- ``evstate:maintenance``: the lock of the process that snapshots and trims.
+- ``evstate:maintenance``: the lock of the process that snapshots and trims;
+- ``evstate:ttl``: sorted set of the keys with a time-to-live, member
+  ``<bytes of scope>:<scope><key>``, score = deadline (ms since the epoch, Redis's clock).
 
 Key names are never built from two user strings, so trigger names cannot collide.
 """
@@ -28,27 +30,23 @@ Key names are never built from two user strings, so trigger names cannot collide
 from __future__ import annotations
 
 __all__ = [
-    "BISECT",
     "COMMIT",
-    "DELETE_TRIGGER",
     "FORMAT_VERSION",
+    "EXPIRE",
     "INIT",
-    "LEASE",
-    "LIVE_STATE",
-    "LOCK",
     "LOG",
+    "LUA_EACH_STATE_HASH",
+    "LUA_HELPERS",
+    "LUA_TTL",
     "MAINTENANCE_LOCK",
     "META",
     "PUT",
-    "REGISTER",
-    "REPLAY",
     "REQUEST_TTL_MS",
-    "SCOPE_STATE",
-    "SCOPES",
     "SNAPSHOTS",
     "STATE_PREFIX",
     "TRIGGERS",
     "TRIM",
+    "TTL",
     "chunk_key",
     "lease_key",
     "parked_key",
@@ -56,6 +54,7 @@ __all__ = [
     "snapshot_key",
     "state_key",
     "trigger_key",
+    "ttl_member",
 ]
 
 FORMAT_VERSION = "1"
@@ -65,6 +64,7 @@ LOG = "evstate:log"
 TRIGGERS = "evstate:triggers"
 SNAPSHOTS = "evstate:snaps"
 MAINTENANCE_LOCK = "evstate:maintenance"
+TTL = "evstate:ttl"  # sorted set: member ttl_member(scope, key), score = deadline ms
 REQUEST_TTL_MS = 60_000  # how long a retried write is recognised as already applied
 
 
@@ -75,6 +75,12 @@ def _name(text: str) -> bytes:
 def state_key(scope: str) -> bytes:
     """The hash of ``scope`` (``state:<scope>``, as the iii engine names it)."""
     return STATE_PREFIX + _name(scope)
+
+
+def ttl_member(scope: str, key: str) -> bytes:
+    """The member of ``evstate:ttl`` for ``scope/key``: ``<len(scope)>:<scope><key>``."""
+    name = _name(scope)
+    return str(len(name)).encode() + b":" + name + _name(key)
 
 
 def request_key(request_id: str) -> str:
@@ -108,12 +114,12 @@ def chunk_key(revision: int, index: int) -> str:
 
 
 # Lua 5.1 prints large numbers as 1.7e+12 with tostring(): always format with %.0f.
-_HELPERS = """
+LUA_HELPERS = """
 local function num(x) return string.format('%.0f', x) end
 """
 
 # Every state:* hash once (SCAN may return a key twice), in SCAN order.
-_EACH_STATE_HASH = """
+LUA_EACH_STATE_HASH = """
 local function each_state_hash(visit)
   local cursor, seen = '0', {}
   repeat
@@ -129,10 +135,24 @@ local function each_state_hash(visit)
 end
 """
 
+# Time-to-live: the member of a key in evstate:ttl, and the expiry of a due key.
+LUA_TTL = """
+local function ttl_member(scope, key) return #scope .. ':' .. scope .. key end
+local function ttl_parse(m)
+  local n, rest = string.match(m, '^(%d+):(.*)$')
+  n = tonumber(n)
+  return string.sub(rest, 1, n), string.sub(rest, n + 1)
+end
+local function clock_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
 INIT = (
     "#!lua\n"
-    + _HELPERS
-    + _EACH_STATE_HASH
+    + LUA_HELPERS
+    + LUA_EACH_STATE_HASH
     + """
 -- KEYS[1] meta, KEYS[2] snapshots zset; ARGV[1] format version, ARGV[2] chunk size.
 -- First open of this database: create the meta hash; if iii (or anything) already stored
@@ -171,20 +191,25 @@ return {'created', num(total)}
 
 COMMIT = (
     "#!lua\n"
-    + _HELPERS
+    + LUA_HELPERS
+    + LUA_TTL
     + """
 -- KEYS: [1] meta, [2] log, [3] request key, [4] trigger hash, [5] lease, [6] parked hash,
---       [7..] state hashes (referenced by index below).
+--       [7] evstate:ttl, [8..] state hashes (referenced by index below).
 -- ARGV: [1] request ttl ms ('' = no dedup), [2] lease token ('' = no lease check),
 --       [3] trigger name, [4] cursor ('' = keep), [5] parked mode ('', 'take', 'put'),
 --       [6] parked field, [7] parked value, [8] #cas, [9] #writes, [10] '1': the writes
 --       are one atomic batch (each entry but the last gets field batch = its first revision),
 --       then
 --       cas:   key index, field, present ('1'/'0'), expected text
---       write: key index, scope, field, mode ('s' set / 'd' delete), new text
--- Returns {'ok', revision, timestamp, old_1, ...}, {'dup', 'revision:timestamp'}, {'lease'},
--- {'conflict'} or {'gone'}. Nothing is written unless the first element is 'ok'.
-local meta, logk = KEYS[1], KEYS[2]
+--       write: key index, scope, field, mode ('s' set / 'd' delete), new text,
+--              ttl ('' none, 'k' keep the key's deadline, else ms from now)
+-- A key past its deadline counts as missing: its expiry entry (deleted, reason expired)
+-- is written before the first write to it.
+-- Returns {'ok', revision, timestamp, 'rev_1,rev_2,...' (each write's revision), old_1, ...},
+-- {'dup', 'revision:timestamp:revisions'}, {'lease'}, {'conflict'} or {'gone'}. Nothing is
+-- written unless the first element is 'ok'.
+local meta, logk, ttlk = KEYS[1], KEYS[2], KEYS[7]
 local ncas, nwrites = tonumber(ARGV[8]), tonumber(ARGV[9])
 if ARGV[1] ~= '' then
   local done = redis.call('GET', KEYS[3])
@@ -192,9 +217,17 @@ if ARGV[1] ~= '' then
 end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[2] then return {'lease'} end
 if ARGV[5] == 'take' and redis.call('HEXISTS', KEYS[6], ARGV[6]) == 0 then return {'gone'} end
+local now = clock_ms()
+local function due(hk, field)  -- the key's deadline if it has passed, else nil
+  local dl = redis.call('ZSCORE', ttlk, ttl_member(string.sub(hk, 7), field))
+  if dl and tonumber(dl) <= now then return dl end
+  return nil
+end
 local i = 11
 for _ = 1, ncas do
-  local current = redis.call('HGET', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+  local hk, field = KEYS[tonumber(ARGV[i])], ARGV[i + 1]
+  local current = redis.call('HGET', hk, field)
+  if current and due(hk, field) then current = false end
   if ARGV[i + 2] == '1' then
     if current ~= ARGV[i + 3] then return {'conflict'} end
   elseif current then
@@ -205,56 +238,94 @@ end
 local first_write = i
 for _ = 1, nwrites do  -- type-check every hash before the first write (WRONGTYPE raises here)
   redis.call('HGET', KEYS[tonumber(ARGV[i])], ARGV[i + 2])
-  i = i + 5
+  i = i + 6
 end
-local result = {'ok', '', ''}
+local result = {'ok', '', '', ''}
 if nwrites > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local last = tonumber(redis.call('HGET', meta, 'timestamp') or '0')
   if now < last then now = last end
   local ts = num(now)
   local rev = tonumber(redis.call('HGET', meta, 'revision') or '0')
   local first_rev = num(rev + 1)
-  i = first_write
-  for w = 1, nwrites do
-    local hk, scope, field, mode = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    local old = redis.call('HGET', hk, field)
+  local atomic = ARGV[10] == '1'
+  local seen, written = {}, {}
+  local function append(etype, scope, field, old, new, extra, final)
     rev = rev + 1
-    local etype = 'created'
-    if mode == 'd' then etype = 'deleted' elseif old then etype = 'updated' end
     local entry = {logk, num(rev) .. '-0', 'ts', ts, 'type', etype, 'scope', scope, 'key', field}
     if old then table.insert(entry, 'old'); table.insert(entry, old) end
-    if mode ~= 'd' then table.insert(entry, 'new'); table.insert(entry, ARGV[i + 4]) end
-    if ARGV[10] == '1' and w < nwrites then
+    if new then table.insert(entry, 'new'); table.insert(entry, new) end
+    for _, v in ipairs(extra) do table.insert(entry, v) end
+    if atomic and not final then
       table.insert(entry, 'batch'); table.insert(entry, first_rev)
     end
     redis.call('XADD', unpack(entry))  -- first: it fails on a bad ID before any state change
+  end
+  i = first_write
+  for w = 1, nwrites do
+    local hk, scope, field, mode = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local member = ttl_member(scope, field)
+    local old = redis.call('HGET', hk, field)
+    local dl = redis.call('ZSCORE', ttlk, member)
+    if old and dl and tonumber(dl) <= now and not seen[member] then
+      append('deleted', scope, field, old, false, {'reason', 'expired'}, false)
+      redis.call('HDEL', hk, field)
+      redis.call('ZREM', ttlk, member)
+      old, dl = false, false
+    end
+    seen[member] = true
+    local etype = 'created'
+    if mode == 'd' then etype = 'deleted' elseif old then etype = 'updated' end
+    local deadline = false
+    if mode ~= 'd' then
+      if ARGV[i + 5] == 'k' then deadline = dl
+      elseif ARGV[i + 5] ~= '' then deadline = num(now + tonumber(ARGV[i + 5])) end
+    end
+    local new = false
+    if mode ~= 'd' then new = ARGV[i + 4] end
+    local extra = {}
+    if deadline then extra = {'expires', num(tonumber(deadline))} end
+    append(etype, scope, field, old, new, extra, w == nwrites)
+    written[w] = num(rev)
     if mode == 'd' then
       if old then redis.call('HDEL', hk, field) end
+      redis.call('ZREM', ttlk, member)
     else
       redis.call('HSET', hk, field, ARGV[i + 4])
+      if deadline then
+        redis.call('ZADD', ttlk, tonumber(deadline), member)
+      else
+        redis.call('ZREM', ttlk, member)
+      end
     end
-    result[3 + w] = old or false
-    i = i + 5
+    result[4 + w] = old or false
+    i = i + 6
   end
   redis.call('HSET', meta, 'revision', num(rev), 'timestamp', ts)
-  result[2], result[3] = num(rev), ts
+  result[2], result[3], result[4] = num(rev), ts, table.concat(written, ',')
 end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], 'cursor', ARGV[4]) end
 if ARGV[5] == 'take' then redis.call('HDEL', KEYS[6], ARGV[6])
 elseif ARGV[5] == 'put' then redis.call('HSET', KEYS[6], ARGV[6], ARGV[7]) end
-if ARGV[1] ~= '' then redis.call('SET', KEYS[3], result[2] .. ':' .. result[3], 'PX', ARGV[1]) end
+if ARGV[1] ~= '' then
+  redis.call('SET', KEYS[3], result[2] .. ':' .. result[3] .. ':' .. result[4], 'PX', ARGV[1])
+end
 return result
 """
 )
 
-PUT = """#!lua
+PUT = (
+    "#!lua\n"
+    + LUA_HELPERS
+    + LUA_TTL
+    + """
 -- The hot path: one key, no trigger parts (what COMMIT does, with fewer arguments).
--- KEYS[1] meta, [2] log, [3] request key, [4] state hash; ARGV[1] request ttl ms,
--- [2] scope, [3] key, [4] new text ('' with [5] = 'd': delete), [5] 's' | 'd',
--- [6] compare-and-set: '' none, '0' the key must be missing, '1' it must hold ARGV[7].
--- Returns {'ok', revision, timestamp, old}, {'dup', 'revision:timestamp', old} or
+-- KEYS[1] meta, [2] log, [3] request key, [4] state hash, [5] evstate:ttl;
+-- ARGV[1] request ttl ms, [2] scope, [3] key, [4] new text ('' with [5] = 'd': delete),
+-- [5] 's' | 'd', [6] compare-and-set: '' none, '0' the key must be missing, '1' it must
+-- hold ARGV[7], [8] ttl: '' none (a set clears the key's deadline), 'k' keep the key's
+-- deadline (update), else ms from now. A key past its deadline counts as missing: its
+-- expiry entry is written first.
+-- Returns {'ok', revision, timestamp, revision, old}, {'dup', 'revision:timestamp', old} or
 -- {'conflict'}.
 local done = redis.call('GET', KEYS[3])
 if done then  -- applied before: answer as then (the old value is in its stream entry)
@@ -267,142 +338,96 @@ if done then  -- applied before: answer as then (the old value is in its stream 
   end
   return {'dup', done, was}
 end
+local now = clock_ms()
+local member = ttl_member(ARGV[2], ARGV[3])
 local old = redis.call('HGET', KEYS[4], ARGV[3])
+local dl = redis.call('ZSCORE', KEYS[5], member)
+local gone = false
+if old and dl and tonumber(dl) <= now then gone, old, dl = old, false, false end
 if ARGV[6] == '1' then
   if old ~= ARGV[7] then return {'conflict'} end
 elseif ARGV[6] == '0' and old then
   return {'conflict'}
 end
 local meta = redis.call('HMGET', KEYS[1], 'revision', 'timestamp')
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local last = tonumber(meta[2] or '0')
 if now < last then now = last end
-local ts = string.format('%.0f', now)
-local rev = string.format('%.0f', tonumber(meta[1] or '0') + 1)
+local ts = num(now)
+local rev = tonumber(meta[1] or '0')
+if gone then  -- the key expired: its expiry event comes first
+  rev = rev + 1
+  redis.call('XADD', KEYS[2], num(rev) .. '-0', 'ts', ts, 'type', 'deleted', 'scope', ARGV[2],
+             'key', ARGV[3], 'old', gone, 'reason', 'expired')
+end
+rev = rev + 1
 local etype = 'created'
 if ARGV[5] == 'd' then etype = 'deleted' elseif old then etype = 'updated' end
-local entry = {KEYS[2], rev .. '-0', 'ts', ts, 'type', etype, 'scope', ARGV[2], 'key', ARGV[3]}
+local deadline = false
+if ARGV[5] ~= 'd' then
+  if ARGV[8] == 'k' then deadline = dl
+  elseif ARGV[8] ~= '' then deadline = num(now + tonumber(ARGV[8])) end
+end
+local entry = {KEYS[2], num(rev) .. '-0', 'ts', ts, 'type', etype, 'scope', ARGV[2], 'key', ARGV[3]}
 if old then entry[#entry + 1] = 'old'; entry[#entry + 1] = old end
 if ARGV[5] ~= 'd' then entry[#entry + 1] = 'new'; entry[#entry + 1] = ARGV[4] end
+if deadline then entry[#entry + 1] = 'expires'; entry[#entry + 1] = num(tonumber(deadline)) end
 redis.call('XADD', unpack(entry))  -- first: it fails on a bad ID before any state change
 if ARGV[5] == 'd' then
-  if old then redis.call('HDEL', KEYS[4], ARGV[3]) end
+  if old or gone then redis.call('HDEL', KEYS[4], ARGV[3]) end
+  if dl or gone then redis.call('ZREM', KEYS[5], member) end
 else
   redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
-end
-redis.call('HSET', KEYS[1], 'revision', rev, 'timestamp', ts)
-redis.call('SET', KEYS[3], rev .. ':' .. ts, 'PX', ARGV[1])
-return {'ok', rev, ts, old}
-"""
-
-LOCK = """#!lua
--- KEYS[1] lock; ARGV[1] token, [2] ttl ms, [3] 'acquire' | 'release'. 1 held, 0 not.
-local current = redis.call('GET', KEYS[1])
-if ARGV[3] == 'release' then
-  if current == ARGV[1] then redis.call('DEL', KEYS[1]) end
-  return 0
-end
-if current == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if current then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
-LEASE = """#!lua
--- KEYS[1] lease, KEYS[2] trigger hash; ARGV[1] token, [2] ttl ms, [3] mode, [4] holder
--- description, [5] now ms. Modes: 'acquire' (take it if free, or renew it), 'renew' (renew
--- only if held), 'release'. 'acquire' and 'renew' also record this process's heartbeat
--- (field hb:<token>), which tells retention the trigger is registered somewhere; 'renew'
--- drops heartbeats older than 10 leases (processes that died). Returns 1 held, 0 not held,
--- -1 the trigger was deleted (its hash is gone: nothing is written then).
-local current = redis.call('GET', KEYS[1])
-if ARGV[3] == 'release' then
-  if current == ARGV[1] then redis.call('DEL', KEYS[1]) end
-  return 0
-end
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-if ARGV[3] == 'renew' then
-  local fields = redis.call('HGETALL', KEYS[2])
-  local oldest = tonumber(ARGV[5]) - 10 * tonumber(ARGV[2])
-  for j = 1, #fields, 2 do
-    if string.sub(fields[j], 1, 3) == 'hb:' and tonumber(fields[j + 1]) < oldest then
-      redis.call('HDEL', KEYS[2], fields[j])
-    end
+  if deadline then
+    redis.call('ZADD', KEYS[5], tonumber(deadline), member)
+  elseif dl or gone then
+    redis.call('ZREM', KEYS[5], member)
   end
 end
-redis.call('HSET', KEYS[2], 'hb:' .. ARGV[1], ARGV[5])
-if current == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if current or ARGV[3] == 'renew' then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('HSET', KEYS[2], 'holder', ARGV[4])
-return 1
-"""
-
-REGISTER = (
-    "#!lua\n"
-    + _HELPERS
-    + """
--- KEYS[1] trigger hash, [2] meta, [3] (unused), [4] trigger set; ARGV[1] name, [2] start
--- ('latest', 'earliest' or a revision >= 1), [3] now ms, [4] the registering consumer.
--- Returns {'existing' | 'created', cursor, horizon} or {'compacted', horizon}.
-local horizon = tonumber(redis.call('HGET', KEYS[2], 'horizon') or '0')
-local cursor = redis.call('HGET', KEYS[1], 'cursor')
-local state = 'existing'
-if cursor then
-  cursor = tonumber(cursor)
-else
-  state = 'created'
-  if ARGV[2] == 'latest' then
-    cursor = tonumber(redis.call('HGET', KEYS[2], 'revision') or '0')
-  elseif ARGV[2] == 'earliest' then
-    cursor = horizon
-  else
-    cursor = tonumber(ARGV[2]) - 1
-    if cursor < horizon then return {'compacted', num(horizon)} end
-  end
-  redis.call('HSET', KEYS[1], 'cursor', num(cursor), 'created', ARGV[3])
-  redis.call('SADD', KEYS[4], ARGV[1])
-end
-redis.call('HSET', KEYS[1], 'hb:' .. ARGV[4], ARGV[3])
-return {state, num(cursor), num(horizon)}
+redis.call('HSET', KEYS[1], 'revision', num(rev), 'timestamp', ts)
+redis.call('SET', KEYS[3], num(rev) .. ':' .. ts, 'PX', ARGV[1])
+return {'ok', num(rev), ts, num(rev), old}
 """
 )
 
-REPLAY = (
+EXPIRE = (
     "#!lua\n"
-    + _HELPERS
+    + LUA_HELPERS
+    + LUA_TTL
     + """
--- KEYS[1] trigger hash, [2] meta, [3] (unused), [4] lease; ARGV[1] name, [2] from revision.
--- Moves the cursor to from - 1 and revokes the lease, so the holder's next commit is
--- fenced off, it drops what it has in hand, and delivery resumes there.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local horizon = tonumber(redis.call('HGET', KEYS[2], 'horizon') or '0')
-local from = tonumber(ARGV[2])
-if from <= horizon then return {'compacted', num(horizon)} end
-local head = tonumber(redis.call('HGET', KEYS[2], 'revision') or '0')
-local cursor = math.min(from - 1, head)
-redis.call('HSET', KEYS[1], 'cursor', num(cursor))
-redis.call('DEL', KEYS[4])
-return {'ok', num(cursor)}
+-- KEYS[1] meta, [2] log, [3] evstate:ttl; ARGV[1] most keys to expire.
+-- Every key whose deadline has passed (at most ARGV[1]): a deleted entry with its old value
+-- and reason expired, the hash field and the ttl member removed, in one step, so each key
+-- expires once whichever process of the fleet runs this. Returns how many expired.
+local now = clock_ms()
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', num(now), 'LIMIT', 0, tonumber(ARGV[1]))
+if #due == 0 then return 0 end
+local meta = redis.call('HMGET', KEYS[1], 'revision', 'timestamp')
+local last = tonumber(meta[2] or '0')
+if now < last then now = last end
+local ts = num(now)
+local rev = tonumber(meta[1] or '0')
+local expired = 0
+for _, m in ipairs(due) do
+  local scope, key = ttl_parse(m)
+  local hk = 'state:' .. scope
+  local old = redis.call('HGET', hk, key)
+  if old then
+    rev = rev + 1
+    redis.call('XADD', KEYS[2], num(rev) .. '-0', 'ts', ts, 'type', 'deleted', 'scope', scope,
+               'key', key, 'old', old, 'reason', 'expired')
+    redis.call('HDEL', hk, key)
+    expired = expired + 1
+  end
+  redis.call('ZREM', KEYS[3], m)
+end
+if expired > 0 then redis.call('HSET', KEYS[1], 'revision', num(rev), 'timestamp', ts) end
+return expired
 """
 )
-
-DELETE_TRIGGER = """#!lua
--- KEYS[1] trigger hash, [2] lease, [3] parked, [4] (unused), [5] trigger set; ARGV[1] name.
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-return redis.call('SREM', KEYS[5], ARGV[1])
-"""
 
 TRIM = (
     "#!lua\n"
-    + _HELPERS
+    + LUA_HELPERS
     + """
 -- KEYS[1] meta, [2] log; ARGV[1] new horizon. Moves the horizon forward (never back) and
 -- drops the stream entries at or below it, in one step: readers see both or neither.
@@ -412,73 +437,5 @@ if base <= horizon then return {num(horizon), 0} end
 redis.call('HSET', KEYS[1], 'horizon', num(base))
 local removed = redis.call('XTRIM', KEYS[2], 'MINID', num(base + 1) .. '-0')
 return {num(base), removed}
-"""
-)
-
-BISECT = (
-    "#!lua flags=no-writes\n"
-    + _HELPERS
-    + """
--- KEYS[1] log; ARGV[1] low, [2] high revision, [3] ms, [4] 'first_from' | 'last_at'.
--- Timestamps never decrease with revisions, so a binary search over entry IDs works.
--- first_from: the oldest revision in [low, high] at or after ms, else high + 1.
--- last_at:    the newest revision in [low, high] at or before ms, else low - 1.
--- Returns -1 if an entry vanished (compacted) during the search.
-local low, high, ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local strict = ARGV[4] == 'last_at'
-local function after(rev)  -- first_from: ts >= ms;  last_at: ts > ms
-  local e = redis.call('XRANGE', KEYS[1], num(rev) .. '-0', num(rev) .. '-0')
-  if #e == 0 then return nil end
-  local f = e[1][2]
-  for j = 1, #f, 2 do
-    if f[j] == 'ts' then
-      local ts = tonumber(f[j + 1])
-      if strict then return ts > ms end
-      return ts >= ms
-    end
-  end
-  return nil
-end
-local lo, hi = low, high + 1
-while lo < hi do
-  local mid = math.floor((lo + hi) / 2)
-  local a = after(mid)
-  if a == nil then return -1 end
-  if a then hi = mid else lo = mid + 1 end
-end
-if strict then return lo - 1 end
-return lo
-"""
-)
-
-LIVE_STATE = (
-    "#!lua flags=no-writes\n"
-    + _EACH_STATE_HASH
-    + """
--- KEYS[1] meta. The revision and every state:* hash, read in one atomic step (for verify).
-local out = {redis.call('HGET', KEYS[1], 'revision') or '0'}
-each_state_hash(function(k)
-  table.insert(out, k)
-  table.insert(out, redis.call('HGETALL', k))
-end)
-return out
-"""
-)
-
-SCOPE_STATE = """#!lua flags=no-writes
--- KEYS[1] meta, [2] one state hash. The revision and that scope, read in one atomic step
--- (the first page of a list_entries listing).
-return {redis.call('HGET', KEYS[1], 'revision') or '0', redis.call('HGETALL', KEYS[2])}
-"""
-
-SCOPES = (
-    "#!lua flags=no-writes\n"
-    + _EACH_STATE_HASH
-    + """
--- The name of every state:* hash, in one atomic step: a batch that empties one scope and
--- fills another is never seen half done (SCAN from a client spans several calls).
-local out = {}
-each_state_hash(function(k) table.insert(out, k) end)
-return out
 """
 )

@@ -29,6 +29,7 @@ from typing import Any
 from evstate.backends.file.restore import DIRECTORY_RESTORE
 from evstate.backends.redis.client import Backend, dump_value, load_value
 from evstate.backends.redis.cursors import RedisCursors
+from evstate.backends.redis.expiry import RedisExpiry
 from evstate.backends.redis.reads import RedisReads
 from evstate.backends.redis.scripts import FORMAT_VERSION, META, SNAPSHOTS
 from evstate.backends.redis.timeline import CHUNK_KEYS, RedisTimeline, to_scopes
@@ -38,13 +39,13 @@ from evstate.core.arguments import check_name
 from evstate.core.audit import AuditMethods
 from evstate.core.batch import Batch
 from evstate.core.feed import RecordFeed
-from evstate.core.lifecycle import StoreBase
+from evstate.core.lifecycle import StoreBase, wall_clock_ms
 from evstate.core.listing import Listings
 from evstate.core.replay import Scopes
 from evstate.core.retention import retention_cutoff
 from evstate.core.triggers.api import TriggerMethods
 from evstate.core.triggers.manager import TriggerManager
-from evstate.core.writes import Write, check_value, encode_checked
+from evstate.core.writes import Write, check_ttl, check_value, encode_checked
 from evstate.errors import ConfigError, StorageError
 from evstate.events import EventRecord
 from evstate.ops import parse_ops
@@ -62,7 +63,7 @@ DEFAULT_LEASE_MS = 5000
 PERIODIC_SLACK = 1000  # background compaction waits until it can drop this many events
 
 
-class RedisStore(StoreBase, RedisReads, AuditMethods, TriggerMethods):
+class RedisStore(StoreBase, RedisExpiry, RedisReads, AuditMethods, TriggerMethods):
     """An evstate store kept in Redis and shared by every process that opens it.
 
     Same methods, results and errors as :class:`evstate.Store`; thread-safe. Reads go to
@@ -98,6 +99,7 @@ class RedisStore(StoreBase, RedisReads, AuditMethods, TriggerMethods):
         if config.adapter != "redis":
             raise ConfigError([f"RedisStore needs adapter 'redis', got {config.adapter!r}"])
         self._config = config
+        self._clock = wall_clock_ms
         self._closed = False
         self._close_lock = threading.Lock()
         self._last_revision = 0
@@ -125,6 +127,7 @@ class RedisStore(StoreBase, RedisReads, AuditMethods, TriggerMethods):
         self._cursors = RedisCursors(self._backend, self._writer, self._feed, lease_ms)
         self._triggers = TriggerManager(self, self._cursors, enabled=config.triggers_enabled)
         self._start_maintenance("evstate-redis-maintenance")
+        self._start_expirer()
 
     # ---- properties -----------------------------------------------------------------
 
@@ -161,8 +164,10 @@ class RedisStore(StoreBase, RedisReads, AuditMethods, TriggerMethods):
         self._last_revision = max(self._last_revision, done.revision)
         self._feed.notify()
 
-    def set(self, scope: str, key: str, value: Any) -> dict[str, Any]:
+    def set(self, scope: str, key: str, value: Any, *, ttl_ms: int | None = None) -> dict[str, Any]:
         """Replace the value of ``scope/key``; returns ``{"old_value", "new_value"}``.
+
+        ``ttl_ms`` as for ``Store.set`` (deadlines use Redis's clock).
 
         Raises:
             InvalidRequestError, InvalidValueError, ValueTooLargeError: nothing written.
@@ -171,10 +176,14 @@ class RedisStore(StoreBase, RedisReads, AuditMethods, TriggerMethods):
         self._check_open()
         check_name("scope", scope)
         check_name("key", key)
+        if ttl_ms is not None:
+            check_ttl(ttl_ms)
         check_value(value, self._config.max_value_bytes)
         new = dump_value(value)
-        done = self._writer.put(scope, key, new)
+        done = self._writer.put(scope, key, new, ttl="" if ttl_ms is None else str(ttl_ms))
         self._written(done)
+        if ttl_ms is not None:
+            self._wake_expirer()
         old = done.olds[0]
         return {
             "old_value": None if old is None else load_value(old),
@@ -205,7 +214,9 @@ class RedisStore(StoreBase, RedisReads, AuditMethods, TriggerMethods):
             result["errors"] = errors
         return result
 
-    def compare_and_set(self, scope: str, key: str, expected: Any, value: Any) -> dict[str, Any]:
+    def compare_and_set(
+        self, scope: str, key: str, expected: Any, value: Any, *, ttl_ms: int | None = None
+    ) -> dict[str, Any]:
         """Set ``scope/key`` to ``value`` only if it holds ``expected`` (see ``Store``).
 
         Returns ``{"swapped": True}``, or ``{"swapped": False, "current": ...}`` (nothing
@@ -217,11 +228,16 @@ class RedisStore(StoreBase, RedisReads, AuditMethods, TriggerMethods):
         check_name("key", key)
         if expected is not None:
             validate_value(expected, where="expected")
+        if ttl_ms is not None:
+            check_ttl(ttl_ms)
         check_value(value, self._config.max_value_bytes)
-        done, old = self._writer.compare_and_set(scope, key, expected, dump_value(value))
+        ttl = "" if ttl_ms is None else str(ttl_ms)
+        done, old = self._writer.compare_and_set(scope, key, expected, dump_value(value), ttl)
         if done is None:
             return {"swapped": False, "current": None if old is None else load_value(old)}
         self._written(done)
+        if ttl_ms is not None:
+            self._wake_expirer()
         return {"swapped": True}
 
     def batch(self) -> Batch:
@@ -238,6 +254,8 @@ class RedisStore(StoreBase, RedisReads, AuditMethods, TriggerMethods):
         if records:
             self._last_revision = max(self._last_revision, records[-1].revision)
             self._feed.notify()
+        if any(write.ttl_ms is not None for write in writes):
+            self._wake_expirer()
         return records
 
     def delete(self, scope: str, key: str) -> Any:
@@ -352,6 +370,10 @@ class RedisStore(StoreBase, RedisReads, AuditMethods, TriggerMethods):
     def flush(self) -> None:
         """Nothing to do: every returned write was already executed by Redis."""
         self._check_open()
+
+    def _stop_maintenance(self) -> None:
+        super()._stop_maintenance()
+        self._stop_expirer()
 
     def _close_storage(self) -> None:
         self._backend.close()

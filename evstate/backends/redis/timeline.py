@@ -13,10 +13,8 @@ State maps here are ``scope -> key -> JSON text`` (bytes), as stored in the hash
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,8 +23,8 @@ from evstate.backends.redis.client import (
     Backend,
     StreamEntry,
     decode_name,
-    json_to_cbor,
     parse_entry,
+    text_with_deadline,
     to_record,
 )
 from evstate.backends.redis.scripts import (
@@ -35,8 +33,18 @@ from evstate.backends.redis.scripts import (
     META,
     SNAPSHOTS,
     STATE_PREFIX,
+    TTL,
     chunk_key,
     snapshot_key,
+    ttl_member,
+)
+from evstate.backends.redis.snapshots import (
+    CHUNK_KEYS,
+    Texts,
+    apply_entry,
+    read_snapshot,
+    to_scopes,
+    write_snapshot,
 )
 from evstate.core.log_source import Progress
 from evstate.core.replay import Scopes, compare_replays
@@ -53,29 +61,8 @@ __all__ = [
     "to_scopes",
 ]
 
-Texts = dict[str, dict[str, bytes]]
-CHUNK_KEYS = 4096  # keys per snapshot chunk
 PAGE = 1000  # stream entries per XRANGE
 LOCK_TTL_MS = 300_000
-
-
-def apply_entry(state: Texts, entry: StreamEntry) -> None:
-    """Apply one event to a state map (replay)."""
-    if entry.event_type == "deleted":
-        keys = state.get(entry.scope)
-        if keys is not None and keys.pop(entry.key, None) is not None and not keys:
-            del state[entry.scope]
-    else:
-        assert entry.new is not None
-        state.setdefault(entry.scope, {})[entry.key] = entry.new
-
-
-def to_scopes(texts: Texts) -> Scopes:
-    """A state of stored JSON texts as the encoded values every other store holds."""
-    return {
-        scope: {key: json_to_cbor(text, f"{scope}/{key}") or b"" for key, text in keys.items()}
-        for scope, keys in texts.items()
-    }
 
 
 def _compacted(revision: int, horizon: int) -> HistoryCompactedError:
@@ -201,79 +188,12 @@ class RedisTimeline:
         return sorted(int(m) for m in members)
 
     def read_snapshot(self, revision: int) -> Texts:
-        """The state held by the snapshot at ``revision``.
-
-        Raises:
-            HistoryCompactedError: it was deleted (compacted) while being read.
-            CorruptionError: a chunk is missing or does not match its checksum.
-        """
-        info = self.backend.run("read snapshot", lambda c: c.hgetall(snapshot_key(revision)))
-        if not info:
-            raise HistoryCompactedError(
-                f"snapshot {revision} was compacted while being read", horizon=self.horizon()
-            )
-        chunks = int(info[b"chunks"])
-        crcs = info.get(b"crcs", b"").decode().split(",") if info.get(b"crcs") else []
-        raw = self.backend.run(
-            "read snapshot", lambda c: c.mget([chunk_key(revision, i) for i in range(chunks)])
-        )
-        state: Texts = {}
-        for i, body in enumerate(raw):
-            if body is None:
-                raise CorruptionError(f"snapshot {revision}: chunk {i} is missing")
-            if crcs and int(crcs[i]) != zlib.crc32(body):
-                raise CorruptionError(f"snapshot {revision}: chunk {i} fails its checksum")
-            for scope, key, text in json.loads(body.decode("utf-8", "surrogatepass")):
-                state.setdefault(scope, {})[key] = text.encode("utf-8", "surrogatepass")
-        if sum(len(k) for k in state.values()) != int(info[b"keys"]):
-            raise CorruptionError(f"snapshot {revision}: key count differs from its header")
-        return state
+        """The state held by the snapshot at ``revision`` (see :func:`read_snapshot`)."""
+        return read_snapshot(self.backend, revision, self.horizon)
 
     def write_snapshot(self, revision: int, timestamp: int, state: Texts) -> int:
-        """Store ``state`` as the snapshot of ``revision`` (maintenance lock held).
-
-        Chunks are written first; adding the revision to ``evstate:snaps`` commits it.
-        Returns the bytes written.
-        """
-        triples = [
-            [scope, key, text.decode("utf-8", "surrogatepass")]
-            for scope in sorted(state)
-            for key, text in sorted(state[scope].items())
-        ]
-        bodies = [
-            json.dumps(
-                triples[i : i + CHUNK_KEYS], ensure_ascii=False, separators=(",", ":")
-            ).encode("utf-8", "surrogatepass")
-            for i in range(0, len(triples), CHUNK_KEYS)
-        ]
-        for first in range(0, len(bodies), 64):
-
-            def put(c: Any, first: int = first) -> None:
-                pipe = c.pipeline(transaction=False)
-                for i in range(first, min(first + 64, len(bodies))):
-                    pipe.set(chunk_key(revision, i), bodies[i])
-                pipe.execute()
-
-            self.backend.run("write snapshot", put)
-        size = sum(len(b) for b in bodies)
-
-        def commit(c: Any) -> None:
-            pipe = c.pipeline(transaction=True)
-            pipe.hset(
-                snapshot_key(revision),
-                mapping={
-                    "timestamp": timestamp,
-                    "chunks": len(bodies),
-                    "keys": len(triples),
-                    "bytes": size,
-                    "crcs": ",".join(str(zlib.crc32(b)) for b in bodies),
-                },
-            )
-            pipe.zadd(SNAPSHOTS, {str(revision): revision})
-            pipe.execute()
-
-        self.backend.run("commit snapshot", commit)
-        return size
+        """Store ``state`` as the snapshot of ``revision`` (maintenance lock held)."""
+        return write_snapshot(self.backend, revision, timestamp, state)
 
     def _delete_snapshot(self, revision: int) -> None:
         def drop(c: Any) -> None:
@@ -423,12 +343,18 @@ class RedisTimeline:
 
     def live_state(self) -> tuple[int, Texts]:
         """The head revision and every ``state:*`` hash, read in one atomic step."""
-        raw = self.backend.script("live_state", [META], [], "read the whole state")
+        raw = self.backend.script("live_state", [META, TTL], [], "read the whole state")
+        deadlines = {raw[-1][j]: int(float(raw[-1][j + 1])) for j in range(0, len(raw[-1]), 2)}
         state: Texts = {}
-        for i in range(1, len(raw), 2):
+        for i in range(1, len(raw) - 1, 2):
             scope = decode_name(raw[i][len(STATE_PREFIX) :])
             pairs = raw[i + 1]
-            state[scope] = {decode_name(pairs[j]): pairs[j + 1] for j in range(0, len(pairs), 2)}
+            state[scope] = {
+                decode_name(pairs[j]): text_with_deadline(
+                    pairs[j + 1], deadlines.get(ttl_member(scope, decode_name(pairs[j])))
+                )
+                for j in range(0, len(pairs), 2)
+            }
         return int(raw[0]), state
 
     def verify(self, head: int, live: Scopes, progress: Progress | None = None) -> list[str]:

@@ -34,6 +34,7 @@ from evstate.backends.redis.scripts import (
     LOG,
     META,
     REQUEST_TTL_MS,
+    TTL,
     lease_key,
     parked_key,
     request_key,
@@ -60,11 +61,16 @@ _NO_KEY = b"evstate:-"  # placeholder for an unused script key (never written)
 
 
 class HashWrite(NamedTuple):
-    """One hash change: ``new`` is the JSON text, or ``None`` to delete."""
+    """One hash change: ``new`` is the JSON text, or ``None`` to delete.
+
+    ``ttl``: ``""`` no deadline (a set clears the key's), ``"k"`` keep the key's deadline
+    (an update), else milliseconds from the commit.
+    """
 
     scope: str
     key: str
     new: bytes | None
+    ttl: str = ""
 
 
 class Fence(NamedTuple):
@@ -79,28 +85,51 @@ class Fence(NamedTuple):
 
 
 class Committed(NamedTuple):
-    """What a commit did: ``status`` ok / lease / conflict / gone; revision and old texts."""
+    """What a commit did: ``status`` ok / lease / conflict / gone, and the rest.
+
+    The last revision, the timestamp, the old texts of the writes and each write's
+    revision (an expiry event the script wrote first, for a key past its deadline, sits
+    before its write).
+    """
 
     status: str
     revision: int
     timestamp: int
     olds: list[bytes | None]
+    revisions: tuple[int, ...] = ()
+
+
+def _revisions(text: bytes) -> tuple[int, ...]:
+    return tuple(int(r) for r in text.split(b",") if r)
 
 
 def _committed(reply: list[Any]) -> Committed:
     status = reply[0].decode()
     if status == "dup":  # an earlier attempt of this same request was applied
-        revision, timestamp = reply[1].split(b":", 1)
+        parts = reply[1].split(b":")
+        revision, timestamp = int(parts[0] or 0), int(parts[1] or 0)
+        written = _revisions(parts[2]) if len(parts) > 2 else (revision,)
         first = reply[2] if len(reply) > 2 else None
-        return Committed("ok", int(revision or 0), int(timestamp or 0), [first])
+        return Committed("ok", revision, timestamp, [first], written)
     if status != "ok":
         return Committed(status, 0, 0, [])
-    olds = list(reply[3:]) or [None]
-    return Committed("ok", int(reply[1] or 0), int(reply[2] or 0), olds)
+    olds = list(reply[4:]) or [None]
+    return Committed("ok", int(reply[1] or 0), int(reply[2] or 0), olds, _revisions(reply[3]))
 
 
 def _reader(found: dict[tuple[str, str], bytes | None]) -> Callable[[str, str], bytes | None]:
     return lambda scope, key: found[(scope, key)]
+
+
+def _name(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _ttl_mode(write: Write) -> str:
+    """How a planned write treats the key's deadline (see :class:`HashWrite`)."""
+    if write.ttl_ms is not None:
+        return str(write.ttl_ms)
+    return "k" if write.kind == "update" else ""
 
 
 def _json_text(value: bytes | None) -> bytes | None:
@@ -139,7 +168,7 @@ class Writer:
         def slot(scope: str) -> int:
             name = state_key(scope)
             if name not in index:
-                index[name] = 7 + len(state_keys)
+                index[name] = 8 + len(state_keys)
                 state_keys.append(name)
             return index[name]
 
@@ -147,10 +176,11 @@ class Writer:
         for scope, key, expected in cas:
             body += [slot(scope), key.encode("utf-8", "surrogatepass")]
             body += [b"0", b""] if expected is None else [b"1", expected]
-        for scope, key, new in writes:
+        for scope, key, new, ttl in writes:
             body += [slot(scope), scope.encode("utf-8", "surrogatepass")]
             body += [key.encode("utf-8", "surrogatepass")]
             body += [b"d", b""] if new is None else [b"s", new]
+            body.append(ttl)
         fence = fence or Fence("", "")
         request = request_key(new_request_id()) if dedup else _NO_KEY
         keys = [
@@ -160,6 +190,7 @@ class Writer:
             trigger_key(fence.name) if fence.name else _NO_KEY,
             lease_key(fence.name) if fence.name else _NO_KEY,
             parked_key(fence.name) if fence.name else _NO_KEY,
+            TTL,
             *state_keys,
         ]
         args = [
@@ -186,13 +217,15 @@ class Writer:
         new: bytes | None,
         *,
         cas: tuple[bytes | None] | None = None,
+        ttl: str = "",
     ) -> Committed:
         """One event on one key: ``set`` (``new`` = JSON text) or ``delete`` (``None``).
 
         ``cas=(expected,)`` writes only if the key still holds ``expected`` (``None``: is
-        missing); otherwise the status is ``conflict`` and nothing is written.
+        missing, or past its deadline); otherwise the status is ``conflict`` and nothing is
+        written. ``ttl`` as for :class:`HashWrite`.
         """
-        keys = [META, LOG, request_key(new_request_id()), state_key(scope)]
+        keys = [META, LOG, request_key(new_request_id()), state_key(scope), TTL]
         cas_args: list[Any] = [b"", b""]
         if cas is not None:
             cas_args = [b"0", b""] if cas[0] is None else [b"1", cas[0]]
@@ -203,6 +236,7 @@ class Writer:
             b"" if new is None else new,
             b"d" if new is None else b"s",
             *cas_args,
+            ttl,
         ]
         reply = self.backend.script("put", keys, args, "write")
         return _committed(reply)
@@ -216,16 +250,14 @@ class Writer:
             StorageError: the key kept changing for ``MAX_CONFLICT_SECONDS``.
         """
         lock = self._stripes[hash((scope, key)) % len(self._stripes)]
-        name = state_key(scope)
-        field = key.encode("utf-8", "surrogatepass")
         deadline = time.monotonic() + MAX_CONFLICT_SECONDS
         with lock:
             for attempt in itertools.count(1):
-                old: bytes | None = self.backend.run("read", lambda c: c.hget(name, field))
+                old = self.read_live(scope, key)[0]
                 current = {} if old is None else load_value(old, f"{scope}/{key}")
                 new_value, errors = apply_update_ops(current, ops, missing=old is None)
                 new = dump_value(new_value)
-                done = self.put(scope, key, new, cas=(old,))
+                done = self.put(scope, key, new, cas=(old,), ttl="k")
                 if done.status == "ok":
                     return done._replace(olds=[old]), new, errors
                 if time.monotonic() > deadline:
@@ -236,8 +268,18 @@ class Writer:
                 sleep_jitter(attempt)
         raise AssertionError("unreachable")
 
+    def read_live(self, scope: str, key: str) -> tuple[bytes | None, int | None, int]:
+        """``(JSON text or None, deadline or None, Redis's now)`` of ``scope/key``.
+
+        A key past its deadline reads as missing.
+        """
+        value, deadline, now = self.backend.script(
+            "read_key", [state_key(scope), TTL], [_name(scope), _name(key)], "read"
+        )
+        return value or None, int(deadline) if deadline else None, int(now)
+
     def compare_and_set(
-        self, scope: str, key: str, expected: Any, new: bytes
+        self, scope: str, key: str, expected: Any, new: bytes, ttl: str = ""
     ) -> tuple[Committed | None, bytes | None]:
         """Write ``new`` (JSON text) if ``scope/key`` holds ``expected`` (JSON equality).
 
@@ -249,17 +291,15 @@ class Writer:
             StorageError: the key kept changing for ``MAX_CONFLICT_SECONDS``.
         """
         lock = self._stripes[hash((scope, key)) % len(self._stripes)]
-        name = state_key(scope)
-        field = key.encode("utf-8", "surrogatepass")
         expected_cbor = None if expected is None else encode_value(expected)
         deadline = time.monotonic() + MAX_CONFLICT_SECONDS
         with lock:
             for attempt in itertools.count(1):
-                old: bytes | None = self.backend.run("read", lambda c: c.hget(name, field))
+                old = self.read_live(scope, key)[0]
                 stored = json_to_cbor(old, f"{scope}/{key}")
                 if not expected_matches(stored, expected, expected_cbor):
                     return None, old
-                done = self.put(scope, key, new, cas=(old,))
+                done = self.put(scope, key, new, cas=(old,), ttl=ttl)
                 if done.status == "ok":
                     return done._replace(olds=[old]), old
                 if time.monotonic() > deadline:
@@ -289,22 +329,20 @@ class Writer:
             CompareFailedError: a ``cas`` write did not match (nothing written).
             StorageError: the keys kept conflicting for ``MAX_CONFLICT_SECONDS``.
         """
-        touched = list(dict.fromkeys((scope, key) for _, scope, key, _ in writes))
+        touched = list(dict.fromkeys((w.scope, w.key) for w in writes))
         deadline = time.monotonic() + MAX_CONFLICT_SECONDS
         for attempt in itertools.count(1):
-
-            def read(c: Any) -> list[Any]:
-                pipe = c.pipeline(transaction=False)
-                for scope, key in touched:
-                    pipe.hget(state_key(scope), key.encode("utf-8", "surrogatepass"))
-                return list(pipe.execute())
-
-            texts: dict[tuple[str, str], bytes | None] = dict(
-                zip(touched, self.backend.run("read", read) if touched else [], strict=True)
-            )
+            calls = [([state_key(s), TTL], [_name(s), _name(k)]) for s, k in touched]
+            replies = self.backend.script_many("read_key", calls, "read") if touched else []
+            texts: dict[tuple[str, str], bytes | None] = {
+                where: reply[0] or None for where, reply in zip(touched, replies, strict=True)
+            }
             stored = {where: json_to_cbor(text, "/".join(where)) for where, text in texts.items()}
             records = plan_records(writes, _reader(stored), 1, 0)
-            planned = [HashWrite(r.scope, r.key, _json_text(r.new)) for r in records]
+            planned = [
+                HashWrite(r.scope, r.key, _json_text(r.new), _ttl_mode(w))
+                for r, w in zip(records, writes, strict=True)
+            ]
             cas = [(scope, key, texts[(scope, key)]) for scope, key in touched]
             done = self.commit(
                 planned, cas=cas, fence=fence, dedup=bool(planned), atomic=len(planned) > 1

@@ -212,8 +212,13 @@ class TriggerEvent:
             self._new = _decoded(self._record.new)
         return self._new
 
+    @property
+    def reason(self) -> str | None:
+        """``"expired"`` on the deleted event of a key whose time-to-live ran out."""
+        return self._record.reason
+
     def to_dict(self) -> dict[str, Any]:
-        """The doc's event shape plus ``revision`` and ``timestamp``."""
+        """The doc's event shape plus ``revision`` and ``timestamp`` (and ``reason``)."""
         return event_dict(self)
 
     def to_iii(self) -> dict[str, Any]:
