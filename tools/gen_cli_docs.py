@@ -33,34 +33,87 @@ methods, and followers: `evstate.backends.follower.follower.follow`).
 
 ## Conventions
 
-- **Choosing the store.** `--dir DIR`, or `--config FILE` (a `config.yaml` in either form
-  of [config.md](config.md); its `file_path` is used, and its options when the store is
-  opened for writing). `--dir` wins over `--config`; the default is `./data`. An in-memory
-  config is refused: there is nothing on disk to open.
-- **Reads take no lock.** Commands that only read open the directory as a *follower*: they
-  never create it (a missing directory is an error), never take the writer lock, never
-  change a file, and work while another process (`evstate serve`, your service) owns the
-  store. Commands that write need the writer lock and fail with one line while another
-  process holds it:
+- **Choosing the store.** A command works on one of three:
+  - **a running `evstate serve`**: `--url ws://HOST:PORT`, or `EVSTATE_URL` when neither
+    `--dir` nor `--config` is given; `--token`, or `EVSTATE_AUTH_TOKEN`, when the server
+    wants a bearer token. The state commands (`get`, `list`, `groups`, `keys`, `ttl`, `set`,
+    `update`, `delete`, `cas`) each make one call of the server's function over the iii
+    WebSocket protocol ([protocol.md](protocol.md)): `state::get`, `state::set`,
+    `state::update`, `state::delete`, `state::compare-and-set`, `state::list_groups`,
+    `state::list_keys`, `state::list` (`list --values`), `state::list_entries` page by page
+    (`list`: one listing pinned to one revision) and `evstate::ttl`. This is how to read and
+    write while the server owns the directory.
+  - **a directory**: `--dir DIR`, else the `file_path` of `--config FILE` (a `config.yaml`
+    in either form of [config.md](config.md); its options apply when the store is opened
+    for writing), else `./data`.
+  - **Redis**: a `--config` naming the redis adapter. Every command, reads, writes, `log`,
+    `history`, `verify`, `stats`, `triggers` and `serve` included, uses that Redis store
+    (it takes no lock: every process shares it); `--dir` beside it is refused, and nothing
+    falls back to `./data`. It needs redis-py: `pip install 'evstate[redis]'`.
 
-  - no lock (a follower): `get`, `list`, `groups`, `log`, `tail` (`-f` too), `history`,
-    `at`, `restore` (reads SRC), `verify`, `stats`, `triggers` (status);
-  - the writer lock: `set`, `delete`, `update`, `snapshot`, `compact`, `triggers
-    --replay-from/--drop-parked` (of the owner's triggers), `serve`.
+  An in-memory config is refused (there is nothing to open from another process), except by
+  `serve`.
+- **Reads take no lock.** Without a URL, commands that only read open the directory as a
+  *follower*: they never create it, never take the writer lock, never change a file, and
+  work while another process (`evstate serve`, your service) owns the store. `log`, `tail`,
+  `history`, `at`, `restore`, `verify`, `stats` and `triggers` always read the files (no
+  server function serves the log): with `EVSTATE_URL` set they still read `--dir` (default
+  `./data`), so run them where the store's files are (when there is no store there, the
+  error says that the URL does not apply to them).
+  Commands that write need the writer lock and fail with one line while another process
+  holds it; the line says what to do (send a state write through the server with
+  `EVSTATE_URL`, or stop the owner first for upkeep and trigger repairs):
 
-- **JSON in and out.** Values and ops are JSON arguments (`-` reads stdin); results are
-  JSON on stdout. `log`, `tail` and `history` print a table, or with `--json` one JSON
-  object a line (the event's `to_dict()`).
+  - no lock (a follower): `get`, `list`, `groups`, `keys`, `ttl`, `log`, `tail` (`-f` too),
+    `history`, `at`, `restore` (reads SRC), `verify`, `stats`, `triggers` (status);
+  - the writer lock: `set`, `update`, `delete`, `cas` (without a URL), `snapshot`,
+    `compact`, `triggers --replay-from/--drop-parked` (of the owner's triggers), `serve`.
+
+- **No phantom stores.** A read of a directory that holds no store (missing, empty, or
+  other files) is an error; a write creates a store only in a missing or empty directory,
+  never among other files; `snapshot`, `compact` and the trigger repairs need an existing
+  store. Nothing is created when they fail.
+- **JSON in and out.** Values and ops are JSON arguments (`-` reads stdin); a bare word is
+  not JSON, and the error says how to quote it (`'"hello"'`). Results are JSON on stdout,
+  indented; with `--json`, one JSON document on one line. `log`, `tail` and `history` print
+  a table, or with `--json` JSON lines: one event object a line (the event's `to_dict()`).
+- **Typos.** A read of a scope that does not exist while similar ones do prints its answer
+  as usual and a hint on stderr: `evstate: no scope 'userz'; did you mean 'users'?`.
 - **Times** are ISO 8601 (`2026-11-28T21:07:03Z`, `2026-11-28`; a time without an offset
   is local time) or Unix seconds (`1764363600`, `1764363600.25`). Revisions are integers.
+  Durations (`--ttl`) are a whole number and a unit: `500ms`, `30s`, `5m`, `2h`, `1d`.
 - **Exit status.** 0 success; 1 an error, printed as one line `evstate: ...` on stderr and
   never a traceback for a mistake you can fix (missing directory, locked store, bad JSON,
-  bad time, history compacted away, corruption found); 2 a usage error, or `update
-  --strict` with a failed op. `verify` exits 1 when it finds problems, printing each.
+  bad time, history compacted away, corruption found, a server that cannot be reached); an
+  error the server answered is `evstate: CODE: message`. 2 a usage error, `update
+  --strict` with a failed op, or a `cas` that did not swap. `verify` exits 1 when it finds
+  problems, printing each.
 - **Progress.** Long work (loading a large log, replay for `at`/`restore`, `verify`,
   `snapshot`, `compact`) draws a one-line progress bar on stderr after half a second when
   stderr is a terminal, and nothing when it is piped or redirected (`EVSTATE_PROGRESS=0`
   or `1` forces it off or on).
+
+## With a running server
+
+```sh
+evstate serve                          # or: python3 tools/dev.py run (ws://127.0.0.1:49134, ./data)
+export EVSTATE_URL=ws://127.0.0.1:49134
+evstate set users u1 '{"name": "Ada"}'
+evstate set sessions s1 '"token"' --ttl 30m
+evstate get users u1
+evstate cas users u1 --expected '{"name": "Ada"}' '{"name": "Ada", "admin": true}'
+evstate log --scope users --json       # reads ./data's files, alongside the server
+```
+
+`serve` logs the data directory and its revision, the address it listens on (and the web
+console's, when the server has one), then at most one line per connection.
+
+**A server's triggers.** A worker's `state` trigger is a store trigger named
+`worker:<function_id>:<digest>`: `evstate triggers` lists it with its cursor, lag and
+parked events while the server runs. Its cursor lives in the server's process, so to
+replay it: stop the server, run `evstate triggers NAME --replay-from REVISION`, start the
+server; when the worker registers the trigger again it receives every event from REVISION
+on. (A running server offers no function to move a cursor.)
 
 ## Commands
 

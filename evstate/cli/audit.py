@@ -1,8 +1,10 @@
-"""``evstate log / tail / history``: the audit trail, read through a follower.
+"""``evstate log / tail / history``: the audit trail, JSON lines or a table.
 
-None of these takes the writer lock: they read the owner's files, so they work while a
-server or service owns the store. ``tail -f`` is a live follower: it prints each event
-within milliseconds of the owner writing it, until Ctrl-C.
+These read the log itself, which no server function serves: they read the store's files
+(a follower: no writer lock, so they work while a server or service owns the directory)
+or, with a config naming the redis adapter, the Redis store. ``tail -f`` follows new
+events live (a follower sees each write within milliseconds; Redis is polled) until
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,30 +14,37 @@ import collections
 import json
 import shutil
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from evstate import Follower
+from evstate import Follower, Store
 from evstate.cli.common import (
     ProgressBar,
-    add_store_options,
     format_ms,
-    open_follower,
     parse_revision,
     parse_time,
+    warn,
 )
+from evstate.cli.hints import warn_if_unknown_scope
+from evstate.cli.target import add_store_options, open_reader
 from evstate.errors import HistoryCompactedError
 from evstate.events import Event
 
 __all__ = [
     "NO_LOCK",
+    "POLL_INTERVAL",
     "TIMES",
     "format_table",
     "register",
 ]
 
-NO_LOCK = "Reads without the writer lock (works while another process owns the store)."
+NO_LOCK = (
+    "Reads the store's files without the writer lock (works while another process, e.g. "
+    "evstate serve, owns the store), or the Redis store a --config names."
+)
+POLL_INTERVAL = 0.2  # seconds between reads of Redis's log head for tail -f
 TIMES = (
     "TIME is ISO 8601 (2026-11-28T21:07:03Z; without an offset it is local time) or Unix seconds."
 )
@@ -73,13 +82,23 @@ def _width() -> int | None:
     return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
-def _emit(events: Iterable[Event], as_json: bool) -> None:
-    if as_json:
+def _emit(events: Iterable[Event], as_json: bool) -> int:
+    """Print ``events`` (JSON lines, or a table); returns how many were printed."""
+    count = 0
+
+    def counted() -> Iterator[Event]:
+        nonlocal count
         for event in events:
+            count += 1
+            yield event
+
+    if as_json:
+        for event in counted():
             print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
-        return
-    for line in format_table(events, width=_width()):
-        print(line, flush=True)
+    else:
+        for line in format_table(counted(), width=_width()):
+            print(line, flush=True)
+    return count
 
 
 def _bounds(args: argparse.Namespace) -> tuple[int | datetime | None, int | datetime | None]:
@@ -94,11 +113,12 @@ def _bounds(args: argparse.Namespace) -> tuple[int | datetime | None, int | date
 
 def _log(args: argparse.Namespace) -> int:
     start, end = _bounds(args)
-    with open_follower(args) as follower:
+    with open_reader(args) as reader:
         # Streamed: one segment in memory at a time, however long the log (the output is
         # the progress here).
-        events = follower.events(start, end, scope=args.scope, key=args.key)
-        _emit(_limited(events, args.limit), args.json)
+        events = reader.events(start, end, scope=args.scope, key=args.key)
+        if not _emit(_limited(events, args.limit), args.json) and args.scope is not None:
+            warn_if_unknown_scope(args.scope, reader.list_groups)
     return 0
 
 
@@ -111,49 +131,63 @@ def _limited(events: Iterable[Event], limit: int | None) -> Iterable[Event]:
 
 def _history(args: argparse.Namespace) -> int:
     start, end = _bounds(args)
-    with open_follower(args) as follower:
-        _emit(
-            follower.history(
-                args.scope_arg, args.key_arg, since=start, until=end, limit=args.limit
-            ),
-            args.json,
+    with open_reader(args) as reader:
+        events = reader.history(
+            args.scope_arg, args.key_arg, since=start, until=end, limit=args.limit
         )
+        if not _emit(events, args.json):
+            warn_if_unknown_scope(args.scope_arg, reader.list_groups)
     return 0
 
 
 def _tail(args: argparse.Namespace) -> int:
-    with open_follower(args, live=args.follow) as follower:
-        head = follower.revision
+    with open_reader(args, live=args.follow) as reader:
+        head = reader.revision
         if args.lines > 0:
             if args.scope is None and args.key is None:
                 first = max(head - args.lines + 1, 1)
                 try:
-                    recent: Iterable[Event] = list(follower.events(first, head))
+                    recent: Iterable[Event] = list(reader.events(first, head))
                 except HistoryCompactedError as exc:  # fewer events are retained than asked
-                    recent = list(follower.events(exc.horizon, head))
+                    recent = list(reader.events(exc.horizon, head))
             else:
                 with ProgressBar("reading the log") as bar:
                     recent = collections.deque(
-                        follower.events(None, head, scope=args.scope, key=args.key, progress=bar),
+                        reader.events(None, head, scope=args.scope, key=args.key, progress=bar),
                         maxlen=args.lines,
                     )
             events = list(recent)
         else:
             events = []
-        _emit(events, args.json)
+        if not _emit(events, args.json) and args.scope is not None and not args.follow:
+            warn_if_unknown_scope(args.scope, reader.list_groups)
         if not args.follow:
             return 0
         try:
-            return _follow(follower, head + 1, args)
+            return _follow(reader, head + 1, args)
         except KeyboardInterrupt:  # Ctrl-C is how -f ends
             return 0
 
 
-def _follow(follower: Follower, position: int, args: argparse.Namespace) -> int:
+def _new_events(
+    reader: Follower | Store, position: int, args: argparse.Namespace
+) -> Iterator[Event]:
+    """The events from ``position`` on, as they are written (ends when a follower closes)."""
+    if isinstance(reader, Follower):
+        yield from reader.tail(position, scope=args.scope, key=args.key)
+        return
+    while True:  # Redis: poll the head, read what is new
+        head = reader.revision
+        if head >= position:
+            yield from reader.events(position, head, scope=args.scope, key=args.key)
+            position = head + 1
+        time.sleep(POLL_INTERVAL)
+
+
+def _follow(reader: Follower | Store, position: int, args: argparse.Namespace) -> int:
     while True:
         try:
-            stream = follower.tail(position, scope=args.scope, key=args.key)
-            for event in stream:
+            for event in _new_events(reader, position, args):
                 position = event.revision + 1
                 if args.json:
                     print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
@@ -162,10 +196,9 @@ def _follow(follower: Follower, position: int, args: argparse.Namespace) -> int:
                         print(line, flush=True)
             return 0  # the follower was closed
         except HistoryCompactedError as exc:
-            print(
-                f"evstate: events from revision {position} were compacted by the owner "
-                f"before they could be read; continuing at revision {exc.horizon}",
-                file=sys.stderr,
+            warn(
+                f"events from revision {position} were compacted by the owner before they "
+                f"could be read; continuing at revision {exc.horizon}"
             )
             position = max(exc.horizon, position + 1)
 
@@ -182,7 +215,7 @@ def _range_options(cmd: argparse.ArgumentParser) -> None:
     )
     end.add_argument("--until", metavar="TIME", help="last time (inclusive)")
     cmd.add_argument("--limit", type=int, metavar="N", help="print at most N events")
-    cmd.add_argument("--json", action="store_true", help="one JSON object a line")
+    cmd.add_argument("--json", action="store_true", help="JSON lines: one event object a line")
 
 
 def register(sub: Any) -> None:
@@ -192,8 +225,8 @@ def register(sub: Any) -> None:
         help="print the events of the retained log (a table, or JSON lines)",
         description=(
             "Print the events of the retained log, oldest first, as a table (revision, time, "
-            "type, scope/key, old -> new) or, with --json, one JSON object a line. "
-            f"{TIMES} {NO_LOCK}"
+            "type, scope/key, old -> new) or, with --json, JSON lines (one event object a "
+            f"line). {TIMES} {NO_LOCK}"
         ),
     )
     add_store_options(cmd)
@@ -206,9 +239,9 @@ def register(sub: Any) -> None:
         "tail",
         help="print the newest events; with -f, follow new events live until Ctrl-C",
         description=(
-            "Print the last N events; with -f, keep printing new events as the owner writes "
-            "them, until Ctrl-C. A live follower: it works while a server owns the store and "
-            f"sees each write within milliseconds. {NO_LOCK}"
+            "Print the last N events (a table, or JSON lines with --json); with -f, keep "
+            "printing new events as they are written, until Ctrl-C. A live follower: it works "
+            f"while a server owns the store and sees each write within milliseconds. {NO_LOCK}"
         ),
     )
     add_store_options(cmd)
@@ -218,15 +251,15 @@ def register(sub: Any) -> None:
     )
     cmd.add_argument("--scope", help="only events of this scope")
     cmd.add_argument("--key", help="only events of this key")
-    cmd.add_argument("--json", action="store_true", help="one JSON object a line")
+    cmd.add_argument("--json", action="store_true", help="JSON lines: one event object a line")
     cmd.set_defaults(handler=_tail)
 
     cmd = sub.add_parser(
         "history",
         help="print the events of SCOPE/KEY, oldest first",
         description=(
-            f"Print the retained events of one key, oldest first, with old and new values. "
-            f"{TIMES} {NO_LOCK}"
+            "Print the retained events of one key, oldest first, with old and new values (a "
+            f"table, or JSON lines with --json). {TIMES} {NO_LOCK}"
         ),
     )
     add_store_options(cmd)

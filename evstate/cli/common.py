@@ -1,14 +1,13 @@
-"""Shared plumbing of the ``evstate`` command line: store selection, JSON, times, progress.
+"""Shared plumbing of the ``evstate`` command line: JSON in and out, times, progress.
 
 Conventions every command follows (docs/cli.md):
 
-- The store is ``--dir DIR`` or the directory a ``--config FILE`` names (``--dir`` wins),
-  default ``./data``. Commands that only read open it as a *follower*
-  (:func:`evstate.follow`): they never create the directory, never take the writer lock,
-  and work while another process (``evstate serve``, a service) owns it. Commands that write
-  open a :class:`~evstate.Store`, which needs the writer lock.
+- Which store a command works on (a directory, a Redis config, a running server) is
+  :mod:`evstate.cli.target`'s business.
 - A mistake the user can fix (bad JSON, a bad time, a missing directory, a locked store)
   ends with one line on stderr and a non-zero exit status, never a traceback.
+- Data goes to stdout as JSON: indented by default, one line with ``--json`` (JSON lines,
+  one event a line, for the event listings).
 - Long work draws a one-line progress bar on stderr when stderr is a terminal, and nothing
   when it is piped or redirected.
 """
@@ -19,111 +18,65 @@ import argparse
 import json
 import math
 import os
+import re
+import shlex
 import sys
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import evstate
-from evstate import Follower, follow
-from evstate.errors import StoreLockedError
+from evstate.config_schema import parse_duration_ms as duration_ms
 
 __all__ = [
-    "DEFAULT_DIR",
     "ProgressBar",
     "UsageError",
-    "add_store_options",
+    "add_json_option",
     "format_ms",
-    "open_follower",
-    "open_writer",
+    "parse_duration",
     "parse_json",
     "parse_revision",
     "parse_time",
     "print_json",
-    "store_dir",
+    "warn",
 ]
-
-DEFAULT_DIR = "./data"
 
 
 class UsageError(Exception):
     """A mistake in what the user typed; ``main`` prints it as one line and exits 1."""
 
 
-# ---- choosing the store -----------------------------------------------------------------------
+def warn(message: str) -> None:
+    """Print ``evstate: message`` on stderr (a note or a hint; stdout stays data only)."""
+    print(f"evstate: {message}", file=sys.stderr, flush=True)
 
 
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--dir`` and ``--config`` to ``parser``."""
-    parser.add_argument("--dir", help=f"store directory (default {DEFAULT_DIR})")
-    parser.add_argument(
-        "--config", help="config.yaml naming the store directory (--dir overrides it)"
-    )
+# ---- input ------------------------------------------------------------------------------------
+
+_BARE_WORDS = re.compile(r"[^\"{}\[\]]+")  # text without JSON's quotes and brackets
 
 
-def store_dir(args: argparse.Namespace) -> str:
-    """The store directory the options name (``--dir``, else ``--config``, else ./data).
-
-    Raises:
-        ConfigError: the config file is invalid.
-        UsageError: the config describes an in-memory store (nothing on disk to open).
-    """
-    directory = getattr(args, "dir", None)
-    config_path = getattr(args, "config", None)
-    if directory:
-        return str(directory)
-    if config_path:
-        config = evstate.load_config(config_path)
-        if config.store_method != "file_based":
-            raise UsageError(
-                f"{config_path} describes an in-memory store; there is nothing on disk to open"
-            )
-        return config.file_path
-    return DEFAULT_DIR
-
-
-def open_follower(args: argparse.Namespace, *, live: bool = False, label: str = "") -> Follower:
-    """Open the store read-only as a follower (progress bar while it loads).
-
-    Raises:
-        StorageError: the directory does not exist (it is never created here).
-    """
-    with ProgressBar(label or "loading the log") as bar:
-        return follow(store_dir(args), live=live, progress=bar)
-
-
-def open_writer(args: argparse.Namespace, **options: Any) -> evstate.Store:
-    """Open the store for writing (creates the directory; needs the writer lock).
-
-    Raises:
-        StoreLockedError: another process owns the directory (the message says what to do).
-    """
-    directory = store_dir(args)
-    config = getattr(args, "config", None)
-    try:
-        with ProgressBar("opening the store"):
-            if config:
-                return evstate.open(directory, config=config, **options)
-            return evstate.open(directory, **options)
-    except StoreLockedError as exc:
-        raise StoreLockedError(
-            f"{exc.message}; this command needs the writer lock: stop that process, or send "
-            "the write through it (read commands work alongside it)"
-        ) from None
-
-
-# ---- input and output -------------------------------------------------------------------------
+def _not_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def parse_json(text: str, what: str) -> Any:
-    """``text`` as JSON (``-`` reads stdin). Raises SystemExit with one line if invalid."""
+    """``text`` as JSON (``-`` reads stdin); NaN and Infinity are refused, as on the wire.
+
+    Raises:
+        UsageError: not JSON (one line; a bare word gets a hint to quote it as JSON).
+    """
     if text == "-":
         text = sys.stdin.read()
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"evstate: {what} is not valid JSON: {exc}") from None
+        return json.loads(text, parse_constant=_not_json_constant)
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        message = f"{what} is not valid JSON: {exc}"
+        word = text.strip()
+        if word and _BARE_WORDS.fullmatch(word):
+            quoted = shlex.quote(json.dumps(word, ensure_ascii=False))
+            message += f"; to give the string {word!r}, quote it as JSON: {quoted}"
+        raise UsageError(message) from None
 
 
 def parse_time(text: str) -> datetime:
@@ -160,9 +113,39 @@ def parse_revision(text: str) -> int:
     return value
 
 
-def print_json(value: Any, *, indent: int | None = 2) -> None:
-    """Print ``value`` as JSON on stdout."""
-    print(json.dumps(value, indent=indent, ensure_ascii=False))
+def parse_duration(text: str) -> int:
+    """A duration such as ``500ms``, ``30s``, ``5m``, ``2h``, ``1d``, in milliseconds (> 0).
+
+    Raises:
+        UsageError: not that form, or zero.
+    """
+    ms = duration_ms(text)
+    if not ms:
+        raise UsageError(
+            f"bad duration {text!r}: use a positive whole number with a unit: "
+            "500ms, 30s, 5m, 2h, 1d"
+        )
+    return ms
+
+
+# ---- output -----------------------------------------------------------------------------------
+
+
+def add_json_option(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
+    """Add ``--json`` (the data as one JSON document on one line) to ``parser``."""
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=help_text or "print one JSON document on one line (default: indented JSON)",
+    )
+
+
+def print_json(value: Any, args: argparse.Namespace | None = None) -> None:
+    """Print ``value`` as JSON on stdout: indented, or on one line when ``args.json``."""
+    if args is not None and getattr(args, "json", False):
+        print(json.dumps(value, ensure_ascii=False), flush=True)
+    else:
+        print(json.dumps(value, indent=2, ensure_ascii=False), flush=True)
 
 
 def format_ms(ms: int | None) -> str:

@@ -1,10 +1,13 @@
 """The ``evstate`` command line: thin over the library, JSON in and out.
 
-One module per command group: :mod:`evstate.cli.state` (get, set, delete, update, list,
-groups), :mod:`evstate.cli.audit` (log, tail, history), :mod:`evstate.cli.recovery` (at,
-restore, verify, stats, snapshot, compact), :mod:`evstate.cli.triggers` (triggers) and
-:mod:`evstate.cli.serve` (serve); shared plumbing in :mod:`evstate.cli.common`. Every command
-sets ``handler`` and returns its exit status.
+One module per command group: :mod:`evstate.cli.state` (get, list, groups, keys, ttl,
+set, update, delete, cas), :mod:`evstate.cli.audit` (log, tail, history),
+:mod:`evstate.cli.recovery` (at, restore, verify, stats), :mod:`evstate.cli.upkeep`
+(snapshot, compact), :mod:`evstate.cli.triggers` (triggers) and :mod:`evstate.cli.serve`
+(serve). Shared plumbing: :mod:`evstate.cli.target` (which store: a directory, Redis, a
+running server), :mod:`evstate.cli.remote` (the client of a running server),
+:mod:`evstate.cli.hints` and :mod:`evstate.cli.common`. Every command sets ``handler``
+and returns its exit status.
 
 Exit status: 0 success; 1 an error (one line on stderr, ``evstate: ...``, never a traceback
 for a mistake a user can make: missing directory, locked store, bad JSON, bad time, history
@@ -28,16 +31,19 @@ __all__ = [
 ]
 
 EPILOG = """\
-Read commands (get, list, groups, log, tail, history, at, restore, verify, stats, and
-triggers without an action) open the store read-only as a follower: they work while
-another process owns it. set, delete, update, snapshot, compact and the triggers actions
-need the writer lock. Full reference: docs/cli.md.
+While evstate serve owns the store, send the state commands (get, list, groups, keys, ttl,
+set, update, delete, cas) through it: EVSTATE_URL=ws://127.0.0.1:49134 evstate set ... (or
+--url; --token or EVSTATE_AUTH_TOKEN when it needs one). Without a URL they work on the
+directory: reads without a lock, writes with the writer lock. log, tail, history, at,
+restore, verify, stats and triggers read the directory's files without a lock, alongside
+the server. A config naming the redis adapter is obeyed by every command. Full
+reference: docs/cli.md.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to generate docs/cli.md)."""
-    from evstate.cli import audit, recovery, serve, state, triggers
+    from evstate.cli import audit, recovery, serve, state, triggers, upkeep
 
     parser = argparse.ArgumentParser(
         prog="evstate",
@@ -51,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     state.register(sub)
     audit.register(sub)
     recovery.register(sub)
+    upkeep.register(sub)
     triggers.register(sub)
     return parser
 

@@ -1,8 +1,16 @@
-"""``evstate get / set / delete / update / list / groups``: the state functions, JSON in and out.
+"""``evstate get / list / groups / keys / ttl / set / update / delete / cas``: state functions.
 
-``get``, ``list`` and ``groups`` read through a follower (no lock: they work while a server
-owns the directory, and never create it); ``set``, ``delete`` and ``update`` open the store
-for writing, which needs the writer lock.
+Each works on the target :mod:`evstate.cli.target` resolves:
+
+- a running server (``--url`` or ``$EVSTATE_URL``): one call of the server's state function
+  each (:mod:`evstate.cli.remote`), so they work while the server owns the directory;
+- a directory: reads through a follower (no lock, never created), writes through the store
+  (the writer lock; a store is created only in a missing or empty directory);
+- Redis (a config naming the redis adapter): that store, for reads and writes.
+
+JSON in (VALUE, OPS, ``--expected``; ``-`` reads stdin) and JSON out. ``set --ttl`` and
+``cas --ttl`` give the key a time-to-live (``500ms``, ``30s``, ``5m``, ``2h``, ``1d``);
+``ttl`` prints the milliseconds it has left, or null.
 """
 
 from __future__ import annotations
@@ -10,61 +18,131 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from evstate.cli.common import (
+from evstate import Follower, Store
+from evstate.cli.common import add_json_option, parse_duration, parse_json, print_json
+from evstate.cli.hints import warn_if_unknown_scope
+from evstate.cli.remote import ServerStore
+from evstate.cli.target import (
+    Target,
     add_store_options,
-    open_follower,
+    open_reader,
     open_writer,
-    parse_json,
-    print_json,
+    resolve_target,
+    send_through_server_hint,
 )
+from evstate.ops import parse_ops
 
 __all__ = [
     "READS",
+    "TTL_HELP",
     "WRITES",
     "register",
 ]
 
-READS = "Reads without the writer lock (works while another process owns the store)."
-WRITES = "Needs the writer lock: fails while another process (e.g. evstate serve) owns the store."
+READS = (
+    "With --url or EVSTATE_URL it asks the running server; else it reads the directory "
+    "without the writer lock (works while another process owns the store)."
+)
+WRITES = (
+    "With --url or EVSTATE_URL it goes through the running server; else it needs the "
+    "writer lock (fails while another process, e.g. evstate serve, owns the directory)."
+)
+
+TTL_HELP = "expire the key after DURATION (500ms, 30s, 5m, 2h, 1d); default: never"
+
+
+def _reader(args: argparse.Namespace) -> ServerStore | Follower | Store:
+    target = resolve_target(args)
+    if target.url is not None:
+        return ServerStore(target.url, token=target.token)
+    return open_reader(args, target=target)
+
+
+def _writer(args: argparse.Namespace, target: Target | None = None) -> ServerStore | Store:
+    target = target or resolve_target(args)
+    if target.url is not None:
+        return ServerStore(target.url, token=target.token)
+    return open_writer(args, lock_hint=send_through_server_hint, target=target)
 
 
 def _get(args: argparse.Namespace) -> int:
-    with open_follower(args) as follower:
-        print_json(follower.get(args.scope, args.key))
+    with _reader(args) as store:
+        value = store.get(args.scope, args.key)
+        print_json(value, args)
+        if value is None:
+            warn_if_unknown_scope(args.scope, store.list_groups)
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    with open_follower(args) as follower:
-        print_json(follower.list_values(args.scope) if args.values else follower.list(args.scope))
+    with _reader(args) as store:
+        found: Any = store.list_values(args.scope) if args.values else store.list(args.scope)
+        print_json(found, args)
+        if not found:
+            warn_if_unknown_scope(args.scope, store.list_groups)
     return 0
 
 
 def _groups(args: argparse.Namespace) -> int:
-    with open_follower(args) as follower:
-        print_json(follower.list_groups())
+    with _reader(args) as store:
+        print_json(store.list_groups(), args)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    with _reader(args) as store:
+        keys = store.list_keys(args.scope)
+        print_json({"keys": keys}, args)
+        if not keys:
+            warn_if_unknown_scope(args.scope, store.list_groups)
+    return 0
+
+
+def _ttl(args: argparse.Namespace) -> int:
+    with _reader(args) as store:
+        remaining = store.ttl(args.scope, args.key)
+        print_json(remaining, args)
+        if remaining is None and store.get(args.scope, args.key) is None:
+            warn_if_unknown_scope(args.scope, store.list_groups)
     return 0
 
 
 def _set(args: argparse.Namespace) -> int:
     value = parse_json(args.value, "VALUE")
-    with open_writer(args) as store:
-        print_json(store.set(args.scope, args.key, value))
+    ttl_ms = None if args.ttl is None else parse_duration(args.ttl)
+    with _writer(args) as store:
+        print_json(store.set(args.scope, args.key, value, ttl_ms=ttl_ms), args)
     return 0
 
 
 def _delete(args: argparse.Namespace) -> int:
-    with open_writer(args) as store:
-        print_json(store.delete(args.scope, args.key))
+    with _writer(args) as store:
+        deleted = store.delete(args.scope, args.key)
+        print_json(deleted, args)
+        if deleted is None:
+            warn_if_unknown_scope(args.scope, store.list_groups)
     return 0
 
 
 def _update(args: argparse.Namespace) -> int:
     ops = parse_json(args.ops, "OPS")
-    with open_writer(args) as store:
+    target = resolve_target(args)
+    if target.url is None:
+        parse_ops(ops)  # a malformed op fails here, before a store is opened or created
+    with _writer(args, target) as store:
         result = store.update(args.scope, args.key, ops)
-    print_json(result)
+    print_json(result, args)
     return 2 if result.get("errors") and args.strict else 0
+
+
+def _cas(args: argparse.Namespace) -> int:
+    expected = parse_json(args.expected, "--expected")
+    value = parse_json(args.value, "VALUE")
+    ttl_ms = None if args.ttl is None else parse_duration(args.ttl)
+    with _writer(args) as store:
+        result = store.compare_and_set(args.scope, args.key, expected, value, ttl_ms=ttl_ms)
+    print_json(result, args)
+    return 0 if result.get("swapped") else 2
 
 
 def register(sub: Any) -> None:
@@ -74,7 +152,8 @@ def register(sub: Any) -> None:
         cmd: argparse.ArgumentParser = sub.add_parser(
             name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {detail}"
         )
-        add_store_options(cmd)
+        add_store_options(cmd, server=True)
+        add_json_option(cmd)
         return cmd
 
     cmd = command("get", "print the value of SCOPE/KEY as JSON (null if missing)", READS)
@@ -87,21 +166,36 @@ def register(sub: Any) -> None:
     cmd.add_argument(
         "--values",
         action="store_true",
-        help="print a JSON list of the values in insertion order (iii's state::list)",
+        help="print a JSON list of the values instead (iii's state::list)",
     )
     cmd.set_defaults(handler=_list)
 
     cmd = command("groups", "print the scopes that hold keys", READS)
     cmd.set_defaults(handler=_groups)
 
+    cmd = command("keys", 'print the keys of SCOPE, sorted, as {"keys": [...]}', READS)
+    cmd.add_argument("scope", metavar="SCOPE")
+    cmd.set_defaults(handler=_keys)
+
+    cmd = command(
+        "ttl",
+        "print the milliseconds SCOPE/KEY has left to live (null: no TTL, or no such key)",
+        READS,
+    )
+    cmd.add_argument("scope", metavar="SCOPE")
+    cmd.add_argument("key", metavar="KEY")
+    cmd.set_defaults(handler=_ttl)
+
     cmd = command(
         "set",
         "set SCOPE/KEY to the JSON VALUE; print old and new value",
-        f"VALUE '-' reads the JSON from stdin. {WRITES}",
+        f"VALUE is JSON (a string needs its quotes: '\"hello\"'); '-' reads it from stdin. "
+        f"{WRITES}",
     )
     cmd.add_argument("scope", metavar="SCOPE")
     cmd.add_argument("key", metavar="KEY")
     cmd.add_argument("value", metavar="VALUE", help='JSON, e.g. \'{"name": "Ada"}\', or -')
+    cmd.add_argument("--ttl", metavar="DURATION", help=TTL_HELP)
     cmd.set_defaults(handler=_set)
 
     cmd = command("delete", "delete SCOPE/KEY; print the deleted value", WRITES)
@@ -121,3 +215,19 @@ def register(sub: Any) -> None:
     cmd.add_argument("ops", metavar="OPS", help="a JSON list of ops, or -")
     cmd.add_argument("--strict", action="store_true", help="exit 2 when any op failed")
     cmd.set_defaults(handler=_update)
+
+    cmd = command(
+        "cas",
+        "set SCOPE/KEY to VALUE only if it holds the --expected value (compare-and-set)",
+        "--expected null means: only if the key is absent. Equality is JSON equality (key "
+        'order does not matter). Prints {"swapped": true}, or {"swapped": false, "current": '
+        f"<the value there>}} and exits 2. {WRITES}",
+    )
+    cmd.add_argument("scope", metavar="SCOPE")
+    cmd.add_argument("key", metavar="KEY")
+    cmd.add_argument(
+        "--expected", required=True, metavar="JSON", help="the value it must hold now, or null"
+    )
+    cmd.add_argument("value", metavar="VALUE", help="the JSON value to write, or -")
+    cmd.add_argument("--ttl", metavar="DURATION", help=TTL_HELP)
+    cmd.set_defaults(handler=_cas)

@@ -1,12 +1,19 @@
 """``evstate triggers``: trigger status, and the two repairs a shell can make.
 
-Status (cursor, lag, parked) is read without the writer lock, for the owner's triggers and
-for follower triggers (cursor files under ``<store>/followers``). Running a parked event's
-handler again needs the handler, which only the process that registered the trigger has
+Status (cursor, lag, parked) is read without the writer lock: the owner's triggers (a
+server's worker triggers among them, named ``worker:<function_id>:<digest>``) and follower
+triggers (cursor files under ``<store>/followers``). Running a parked event's handler again
+needs the handler, which only the process that registered the trigger has
 (``Store.replay_parked``); from the shell there are the two repairs that need no handler:
-``--replay-from REVISION`` moves the cursor back (or forward), so the trigger's process
-delivers everything from that revision again when it next runs; ``--drop-parked`` forgets
-dead letters.
+``--replay-from REVISION`` moves the cursor, so that delivery continues at REVISION when
+the trigger next runs; ``--drop-parked`` forgets dead letters.
+
+The owner's cursors live in its process while it runs, so a file store's repairs need
+the writer lock: stop ``evstate serve``, repair, start it again (a worker trigger resumes
+from the moved cursor when its worker registers it again). A replay is checked by opening
+the store again, as the owner will: the cursor it resumes from is the one printed. A Redis
+store's cursors are shared: its repairs apply at once, fleet-wide, with every process
+running.
 """
 
 from __future__ import annotations
@@ -16,14 +23,20 @@ import os
 from typing import Any
 
 import evstate
+from evstate import Follower, Store
 from evstate.cli.common import (
     UsageError,
-    add_store_options,
-    open_follower,
-    open_writer,
+    add_json_option,
     parse_revision,
     print_json,
-    store_dir,
+)
+from evstate.cli.target import (
+    Target,
+    add_store_options,
+    check_store_directory,
+    open_reader,
+    open_writer,
+    resolve_target,
 )
 from evstate.errors import InvalidRequestError, StorageError
 
@@ -36,9 +49,10 @@ DESCRIPTION = """\
 Show trigger status, or repair a trigger.
 
 Without an action: print, as JSON, every trigger the store knows ("owner": the cursor,
-lag and parked count the owner resumes from) and every follower trigger ("followers":
-cursor files under STORE/followers, or --cursor-dir). With NAME, only that trigger;
-with --parked, its parked events (dead letters). Status reads without the writer lock.
+lag and parked count the owner resumes from, a server's worker triggers included) and
+every follower trigger ("followers": cursor files under STORE/followers, or --cursor-dir).
+With NAME, only that trigger; with --parked, its parked events (dead letters). Status
+reads without the writer lock.
 
 Actions (they need NAME):
   --replay-from REVISION  move the cursor so that delivery continues at REVISION: the
@@ -46,83 +60,123 @@ Actions (they need NAME):
                           again when it next runs (re-running a handler on parked events
                           needs the handler itself: Store.replay_parked in that process).
   --drop-parked [REV]     forget the parked events (all, or the one of revision REV).
-For the owner's triggers both need the writer lock (stop the owner first); with
---follower they act on a follower trigger's cursor file, which must not be running.
+For the owner's triggers of a store directory both need the writer lock: stop the owner
+(e.g. evstate serve), repair, start it again; a worker trigger resumes from the moved
+cursor when its worker registers it again. With --follower they act on a follower
+trigger's cursor file, which must not be running. A Redis store's triggers (a --config
+naming the redis adapter) are repaired at once, while every process runs.
 """
 
 
-def _follower_triggers(args: argparse.Namespace) -> evstate.Follower:
+def _repair_hint(args: argparse.Namespace, target: Target) -> str:
+    return (
+        "repairing the owner's triggers needs the writer lock: stop that process (e.g. "
+        "evstate serve), run this again, then start it; a worker's trigger resumes from the "
+        "moved cursor when the worker registers it again"
+    )
+
+
+def _cursor_dir(args: argparse.Namespace, target: Target) -> str:
+    assert target.directory is not None
+    return os.path.abspath(args.cursor_dir or os.path.join(target.directory, "followers"))
+
+
+def _follower_triggers(args: argparse.Namespace, target: Target) -> Follower:
     """The store as a follower whose triggers are the cursor files of ``--cursor-dir``."""
-    return evstate.follow(store_dir(args), live=False, cursor_dir=_cursor_dir(args))
+    assert target.directory is not None
+    check_store_directory(target.directory)
+    return evstate.follow(target.directory, live=False, cursor_dir=_cursor_dir(args, target))
 
 
-def _status(args: argparse.Namespace) -> int:
-    with open_follower(args) as follower, _follower_triggers(args) as cursors:
-        head = follower.revision
-        owner = follower.owner_triggers()
-        followers = {
+def _owner_status(reader: Follower | Store) -> dict[str, dict[str, Any]]:
+    """Cursor, lag and parked count of the owner's triggers (a Redis store's: all of them)."""
+    if isinstance(reader, Follower):
+        return reader.owner_triggers()
+    return {
+        name: {"cursor": entry["cursor"], "lag": entry["lag"], "parked": entry["parked"]}
+        for name, entry in reader.trigger_status().items()
+    }
+
+
+def _owner_parked(reader: Follower | Store, name: str) -> list[dict[str, Any]]:
+    if isinstance(reader, Follower):
+        return reader.owner_parked(name)
+    return reader.parked_events(name)
+
+
+def _follower_status(args: argparse.Namespace, target: Target) -> dict[str, dict[str, Any]]:
+    if target.is_redis:
+        return {}
+    with _follower_triggers(args, target) as cursors:
+        return {
             name: {"cursor": entry["cursor"], "lag": entry["lag"], "parked": entry["parked"]}
             for name, entry in cursors.trigger_status().items()
         }
+
+
+def _status(args: argparse.Namespace, target: Target) -> int:
+    with open_reader(args, target=target) as reader:
+        head = reader.revision
+        owner = _owner_status(reader)
+        followers = _follower_status(args, target)
         if args.name is None:
-            print_json({"revision": head, "owner": owner, "followers": followers})
+            print_json({"revision": head, "owner": owner, "followers": followers}, args)
             return 0
         table = followers if args.follower else owner
         if args.name not in table:
             kind = "follower trigger" if args.follower else "trigger"
-            raise InvalidRequestError(f"no {kind} named {args.name!r} in {follower.path}")
+            where = reader.path or "the Redis store"
+            raise InvalidRequestError(f"no {kind} named {args.name!r} in {where}")
         if args.parked:
-            parked = (
-                cursors.parked_events(args.name)
-                if args.follower
-                else follower.owner_parked(args.name)
-            )
-            print_json(parked)
+            if args.follower:
+                with _follower_triggers(args, target) as cursors:
+                    parked = cursors.parked_events(args.name)
+            else:
+                parked = _owner_parked(reader, args.name)
+            print_json(parked, args)
         else:
-            print_json({"name": args.name, "revision": head, **table[args.name]})
+            print_json({"name": args.name, "revision": head, **table[args.name]}, args)
     return 0
 
 
-def _cursor_dir(args: argparse.Namespace) -> str:
-    return os.path.abspath(args.cursor_dir or os.path.join(store_dir(args), "followers"))
-
-
-def _replay(args: argparse.Namespace) -> int:
+def _replay(args: argparse.Namespace, target: Target) -> int:
     revision: int = args.replay_from
     if revision < 1:
         raise UsageError("--replay-from takes a revision >= 1")
     if args.follower:
-        with _follower_triggers(args) as cursors:
+        with _follower_triggers(args, target) as cursors:
             cursors.replay_trigger(args.name, revision)
             cursor = cursors.trigger_status()[args.name]["cursor"]
-        print_json({"name": args.name, "cursor": cursor})
+        print_json({"name": args.name, "cursor": cursor}, args)
         return 0
-    with open_writer(args, triggers_enabled=False) as store:
+    options: dict[str, Any] = {"create": False, "lock_hint": _repair_hint, "target": target}
+    with open_writer(args, triggers_enabled=False, **options) as store:
         store.replay_trigger(args.name, revision)
-        cursor = store.trigger_status()[args.name]["cursor"]
-    # The owner resumes from the highest of triggers.cbor, the newest snapshot and the batch
-    # records after it: check that the move back is what it will see.
-    with open_follower(args) as follower:
-        seen = follower.owner_triggers().get(args.name, {}).get("cursor", cursor)
-    if seen > cursor:
-        raise StorageError(
-            f"the cursor of {args.name!r} was set to {cursor}, but the store's newest snapshot "
-            f"or batch records hold {seen}, and the owner resumes from the highest; the replay "
-            "does not take effect (a store limitation: replay inside the owner's process)"
-        )
-    print_json({"name": args.name, "cursor": cursor})
+        moved = store.trigger_status()[args.name]["cursor"]
+    if not target.is_redis:
+        # The owner resumes from its cursor file, snapshots and batch records, honouring a
+        # later replay: open the store again as it will, and report what it resumes from.
+        with open_writer(args, triggers_enabled=False, **options) as store:
+            resumed = store.trigger_status()[args.name]["cursor"]
+        if resumed != moved:
+            raise StorageError(
+                f"the cursor of {args.name!r} was set to {moved}, but the store opens with "
+                f"it at {resumed}: the replay did not take effect"
+            )
+    print_json({"name": args.name, "cursor": moved}, args)
     return 0
 
 
-def _drop(args: argparse.Namespace) -> int:
+def _drop(args: argparse.Namespace, target: Target) -> int:
     revision = None if args.drop_parked == "all" else int(args.drop_parked)
     if args.follower:
-        with _follower_triggers(args) as cursors:
+        with _follower_triggers(args, target) as cursors:
             dropped = cursors.drop_parked(args.name, revision)
     else:
-        with open_writer(args, triggers_enabled=False) as store:
+        options: dict[str, Any] = {"create": False, "lock_hint": _repair_hint, "target": target}
+        with open_writer(args, triggers_enabled=False, **options) as store:
             dropped = store.drop_parked(args.name, revision)
-    print_json({"name": args.name, "dropped": dropped})
+    print_json({"name": args.name, "dropped": dropped}, args)
     return 0
 
 
@@ -132,16 +186,22 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("give one of --replay-from, --drop-parked, --parked")
     if any(actions) and args.name is None:
         raise UsageError("--replay-from, --drop-parked and --parked need a trigger NAME")
+    target = resolve_target(args)
+    if target.is_redis and (args.follower or args.cursor_dir):
+        raise UsageError(
+            "--follower and --cursor-dir are for a store directory's follower triggers; "
+            "every trigger of a Redis store is the store's own"
+        )
     if args.replay_from is not None:
-        return _replay(args)
+        return _replay(args, target)
     if args.drop_parked is not None:
         if args.drop_parked != "all":
             try:
                 parse_revision(args.drop_parked)
             except argparse.ArgumentTypeError as exc:
                 raise UsageError(f"--drop-parked: {exc}") from None
-        return _drop(args)
-    return _status(args)
+        return _drop(args, target)
+    return _status(args, target)
 
 
 def register(sub: Any) -> None:
@@ -174,4 +234,5 @@ def register(sub: Any) -> None:
     cmd.add_argument(
         "--cursor-dir", metavar="DIR", help="follower cursor files (default STORE/followers)"
     )
+    add_json_option(cmd)
     cmd.set_defaults(handler=_run)

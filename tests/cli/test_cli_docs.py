@@ -39,6 +39,7 @@ def test_every_command_is_documented_with_help(monkeypatch: pytest.MonkeyPatch) 
     for name in names:
         assert summaries.get(name), f"{name} has no help summary"
         assert f"\n## evstate {name}\n" in text, name
-    expected = {"get", "set", "delete", "update", "list", "groups", "log", "tail", "history"}
+    expected = {"get", "set", "delete", "update", "list", "groups", "keys", "ttl", "cas"}
+    expected |= {"log", "tail", "history"}
     expected |= {"at", "restore", "verify", "snapshot", "compact", "stats", "triggers", "serve"}
     assert expected <= set(names)

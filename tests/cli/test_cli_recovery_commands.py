@@ -134,3 +134,24 @@ def test_progress_bar_draws_on_a_terminal_only() -> None:
 def test_piped_commands_print_no_progress(store_dir: str) -> None:
     result = run_process("verify", store_dir, "--dir", store_dir)
     assert result.code == 0 and result.err == ""
+
+
+def test_compact_says_why_it_reclaimed_nothing(cli: Cli, tmp_path: Path) -> None:
+    d = str(tmp_path)
+    with evstate.open(tmp_path) as store:
+        for i in range(5):
+            store.set("s", f"k{i}", i)
+    kept = cli("compact", "--dir", d).json
+    assert kept["segments_deleted"] == kept["snapshots_deleted"] == 0
+    assert kept["reason"] == (
+        "the retention policy keeps the last 1000000 revisions, which is all the history "
+        "retained (revisions 1 to 5)"
+    )
+    with evstate.open(tmp_path / "one") as store:
+        for i in range(5):
+            store.set("s", f"k{i}", i)
+    one = cli("compact", "--dir", str(tmp_path / "one"), "--keep-revisions", "1", "--no-snapshot")
+    assert one.json["reason"].startswith("all history is in one log segment, the one being written")
+    young = cli("compact", "--dir", d, "--keep-revisions", "2").json
+    assert young["reason"].startswith("no snapshot is old enough")
+    assert "(revision 3)" in young["reason"] and "the newest is of revision 5" in young["reason"]

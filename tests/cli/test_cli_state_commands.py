@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,3 +127,27 @@ def test_no_tracebacks_from_a_real_process(tmp_path: Path) -> None:
         assert result.code == 1, (argv, result.err)
         assert "Traceback" not in result.err
         assert result.err.startswith("evstate: ") and result.err.count("\n") == 1, result.err
+
+
+def test_keys_cas_and_ttl_on_a_directory(cli: Cli, tmp_path: Path) -> None:
+    d = str(tmp_path / "store")
+    assert cli("set", "--dir", d, "s", "b", "1", "--ttl", "30s").code == 0
+    assert cli("set", "--dir", d, "s", "a", "2").code == 0
+    assert cli("keys", "--dir", d, "s").json == {"keys": ["a", "b"]}
+    left = cli("ttl", "--dir", d, "s", "b").json
+    assert isinstance(left, int) and 25_000 < left <= 30_000
+    assert cli("ttl", "--dir", d, "s", "a").json is None
+    assert cli("set", "--dir", d, "s", "soon", "3", "--ttl", "300ms").code == 0
+    assert cli("get", "--dir", d, "s", "soon").json == 3
+    time.sleep(0.5)
+    assert cli("get", "--dir", d, "s", "soon").json is None
+    missed = cli("cas", "--dir", d, "s", "a", "--expected", "1", "5")
+    assert missed.code == 2 and missed.json == {"swapped": False, "current": 2}
+    assert cli("cas", "--dir", d, "s", "a", "--expected", "2", "5", "--ttl", "1h").code == 0
+    assert 3_500_000 < cli("ttl", "--dir", d, "s", "a").json <= 3_600_000
+    bad = cli("set", "--dir", d, "s", "k", "1", "--ttl", "soon")
+    assert bad.code == 1
+    assert bad.err == (
+        "evstate: bad duration 'soon': use a positive whole number with a unit: "
+        "500ms, 30s, 5m, 2h, 1d\n"
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import Result
+from cli_helpers import RawWorker, Result, ServeProcess, run_process
 
 import evstate
 from evstate import follow
@@ -91,7 +91,7 @@ def test_follower_triggers(cli: Cli, store_dir: str) -> None:
 
 
 def test_replay_from_never_claims_a_move_that_will_not_stick(cli: Cli, tmp_path: Path) -> None:
-    """Batch records and snapshots carry cursors too; the owner resumes from the highest."""
+    """Batch records and snapshots carry cursors too; a later replay wins over them."""
     with evstate.open(tmp_path) as store:
         store.trigger(
             "count",
@@ -104,9 +104,38 @@ def test_replay_from_never_claims_a_move_that_will_not_stick(cli: Cli, tmp_path:
         store.wait_for_triggers(timeout=10)
         store.snapshot()
     result = cli("triggers", "--dir", str(tmp_path), "count", "--replay-from", "1")
-    with evstate.open(tmp_path) as store:
-        cursor = store.trigger_status()["count"]["cursor"]
-    if result.code == 0:
-        assert cursor == 0
-    else:
-        assert "does not take effect" in result.err and result.err.count("\n") == 1
+    assert result.code == 0, result
+    assert result.json == {"name": "count", "cursor": 0}
+    with evstate.open(tmp_path) as store:  # the owner resumes from the moved cursor
+        assert store.trigger_status()["count"]["cursor"] == 0
+
+
+def test_replay_from_moves_a_server_trigger(
+    serve: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    """A worker's trigger on evstate serve: stop the server, replay, start it, re-register."""
+    data = str(tmp_path / "data")
+    server = serve()
+    url = server.url()
+    worker = RawWorker(url, "audit::on-order", {"scope": "orders"})
+    for key in ("o1", "o2", "o3"):
+        assert run_process("set", "--url", url, "orders", key, "{}").code == 0
+    assert worker.keys(3) == ["o1", "o2", "o3"]
+    worker.close()
+    assert server.stop() == 0
+    assert run_process("snapshot", "--dir", data).code == 0  # a snapshot holds the cursor too
+    owner = run_process("triggers", "--dir", data).json["owner"]
+    [name] = owner
+    assert name.startswith("worker:audit::on-order:") and owner[name]["cursor"] == 3
+    moved = run_process("triggers", "--dir", data, name, "--replay-from", "2")
+    assert moved.code == 0, moved
+    assert moved.json == {"name": name, "cursor": 1}
+    server = serve()
+    worker = RawWorker(server.url(), "audit::on-order", {"scope": "orders"})
+    try:
+        assert worker.keys(2) == ["o2", "o3"]  # delivered again from revision 2
+        while_running = run_process("triggers", "--dir", data, name, "--replay-from", "1")
+        assert while_running.code == 1 and while_running.err.count("\n") == 1
+        assert "stop that process (e.g. evstate serve), run this again" in while_running.err
+    finally:
+        worker.close()

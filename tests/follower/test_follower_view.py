@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,3 +248,26 @@ def test_closed_follower_refuses_reads(owner: evstate.Store) -> None:
     follower.close()
     with pytest.raises(evstate.StoreClosedError):
         follower.get("s", "k")
+
+
+def test_owner_triggers_after_a_replay_shows_the_moved_cursor(tmp_path: Path) -> None:
+    """A replay_trigger on the owner: the follower reports the cursor the owner resumes from.
+
+    Batch records written before the replay carry the old, higher cursor; they must not
+    win over the replay (the cursor file's ``resets``), as the owner's own open rules.
+    """
+    with evstate.open(tmp_path / "store") as owner:
+
+        def count(event: Any) -> None:
+            event.store.update("out", "n", [{"type": "increment", "path": "n", "by": 1}])
+
+        owner.trigger("counter", count, scope="in", start="earliest")
+        for i in range(5):
+            owner.set("in", f"k{i}", i)
+        owner.wait_for_triggers(timeout=10)
+        owner.unregister_trigger("counter")
+        before = owner.trigger_status()["counter"]["cursor"]
+        owner.replay_trigger("counter", 2)
+        with evstate.follow(tmp_path / "store", live=False) as follower:
+            shown = follower.owner_triggers()["counter"]["cursor"]
+        assert before > 1 and shown == 1

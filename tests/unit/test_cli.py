@@ -46,8 +46,14 @@ def test_library_errors_exit_1_without_traceback(
 
 
 def test_console_script_runs(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "evstate", "set", "--dir", str(tmp_path), "s", "k", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     out = subprocess.run(
-        [sys.executable, "-m", "evstate", "get", "--dir", str(tmp_path), "s", "k"],
+        [sys.executable, "-m", "evstate", "get", "--dir", str(tmp_path), "s", "missing"],
         capture_output=True,
         text=True,
         check=True,

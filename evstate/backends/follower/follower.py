@@ -37,7 +37,7 @@ from evstate.backends.file.layout import FOLLOWERS_DIR, TRIGGERS_FILE
 from evstate.backends.file.lock import owner_pid
 from evstate.backends.file.restore import DIRECTORY_RESTORE
 from evstate.backends.follower.cursors import FollowerCursors
-from evstate.backends.follower.live import LiveLog
+from evstate.backends.follower.live import LiveLog, owner_cursor
 from evstate.config_schema import DEFAULT_LISTING_IDLE_MS, DEFAULT_MAX_OPEN_LISTINGS
 from evstate.core.audit import AuditMethods
 from evstate.core.feed import RecordFeed
@@ -354,13 +354,14 @@ class Follower(Closable, TableReads, AuditMethods, TriggerMethods):
         result["problem"] = self._live.problem
         return result
 
-    def _owner_cursor_file(self) -> dict[str, Any]:
+    def _owner_cursor_file(self) -> tuple[dict[str, Any], dict[str, int]]:
+        """The owner's ``triggers.cbor``: its cursors and its ``resets`` (empty if none)."""
         try:
             found = read_cursor_file(_IO, os.path.join(self._path, TRIGGERS_FILE))
         except (OSError, ValueError) as exc:  # a bad file must not stop reads
             log.warning("evstate follower: ignoring the owner's unreadable cursor file: %s", exc)
-            return {}
-        return {} if found is None else dict(found[0])
+            return {}, {}
+        return ({}, {}) if found is None else (dict(found[0]), dict(found[1]))
 
     def owner_triggers(self) -> dict[str, dict[str, Any]]:
         """The owner's triggers as its files show them: ``cursor``, ``lag``, ``parked``.
@@ -370,13 +371,16 @@ class Follower(Closable, TableReads, AuditMethods, TriggerMethods):
         owner right now is not visible from here.
         """
         self._check_open()
-        saved = self._owner_cursor_file()
+        saved, resets = self._owner_cursor_file()
         head = self._live.revision
         seen = self._live.owner_cursors
         result = {}
         for name in sorted(set(saved) | set(seen)):
             entry = saved.get(name)
-            cursor = max(entry.cursor if entry else 0, seen.get(name, 0))
+            # After a replay_trigger made at revision R (the file's resets), only the
+            # records after R count, as the owner computes it at open.
+            noted = owner_cursor(seen, name, resets.get(name, -1))
+            cursor = max(entry.cursor if entry else 0, noted)
             result[name] = {
                 "cursor": cursor,
                 "lag": max(head - cursor, 0),
@@ -387,7 +391,7 @@ class Follower(Closable, TableReads, AuditMethods, TriggerMethods):
     def owner_parked(self, name: str) -> builtins.list[dict[str, Any]]:
         """The owner's parked events of trigger ``name`` (from its ``triggers.cbor``)."""
         self._check_open()
-        entry = self._owner_cursor_file().get(name)
+        entry = self._owner_cursor_file()[0].get(name)
         return list(entry.parked) if entry else []
 
     # ---- lifecycle ------------------------------------------------------------------------

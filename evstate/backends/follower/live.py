@@ -70,12 +70,33 @@ def _after(
             yield offset, record
 
 
-def _note_cursors(entries: builtins.list[tuple[int, LogEntry]], cursors: dict[str, int]) -> None:
-    """Keep the highest trigger cursor each batch record carries (the owner's triggers)."""
+OwnerCursors = dict[str, builtins.list[tuple[int, int]]]
+"""Per trigger of the owner, the runs of cursors its batch records carried:
+``(revision of the newest record of the run, cursor)``. A cursor only grows within a run; a
+smaller one (the owner replayed the trigger) starts a new run, so the cursor that counts
+after a replay made at revision R is the newest run noted after R (:func:`owner_cursor`)."""
+
+
+def _note(cursors: OwnerCursors, name: str, cursor: int, source: int) -> None:
+    runs = cursors.setdefault(name, [])
+    if runs and cursor >= runs[-1][1]:
+        runs[-1] = (max(source, runs[-1][0]), cursor)
+    else:
+        runs.append((source, cursor))
+        del runs[:-16]  # replays are rare: keep the newest few runs
+
+
+def owner_cursor(cursors: OwnerCursors, name: str, reset: int) -> int:
+    """The owner's cursor of ``name`` from its batch records noted after revision ``reset``."""
+    return max((cursor for source, cursor in cursors.get(name, ()) if source > reset), default=0)
+
+
+def _note_cursors(entries: builtins.list[tuple[int, LogEntry]], cursors: OwnerCursors) -> None:
+    """Note the trigger cursor each batch record carries (the owner's triggers)."""
     for _offset, entry in entries:
-        if entry.cursor is not None:
+        if entry.cursor is not None and entry.records:
             name, cursor = entry.cursor
-            cursors[name] = max(cursor, cursors.get(name, 0))
+            _note(cursors, name, cursor, entry.records[-1].revision)
 
 
 @dataclass
@@ -85,7 +106,7 @@ class _Loaded:
     revision: int
     timestamp: int | None
     tail: SegmentTail | None
-    cursors: dict[str, int]
+    cursors: OwnerCursors
     kept: list[tuple[EventRecord, int, int]] = field(default_factory=list)
 
 
@@ -105,7 +126,7 @@ class LiveLog:
         self.table = StateTable()
         self.revision = 0
         self.timestamp: int | None = None
-        self.owner_cursors: dict[str, int] = {}
+        self.owner_cursors: OwnerCursors = {}
         self.problem: str | None = None  # damage that stops the follower, if any
         self.closed = False
         self._tail: SegmentTail | None = None
@@ -143,7 +164,7 @@ class LiveLog:
             base,
             snap.timestamp if snap else None,
             None,
-            dict(snap.cursors) if snap else {},
+            {name: [(base, cursor)] for name, cursor in snap.cursors.items()} if snap else {},
         )
         todo = segments[starts[-1] :] if segments else []
         total = sum(file_size(path) for _, path in todo)
@@ -202,8 +223,9 @@ class LiveLog:
             self.table.take(loaded.table)  # readers switch to the new state in one step
             self.revision, self.timestamp = loaded.revision, loaded.timestamp
             self._tail = loaded.tail
-            for name, cursor in loaded.cursors.items():
-                self.owner_cursors[name] = max(cursor, self.owner_cursors.get(name, 0))
+            for name, runs in loaded.cursors.items():
+                for source, cursor in runs:
+                    _note(self.owner_cursors, name, cursor, source)
             self.timeline.forget_index()
             if initial or loaded.revision < old_revision:
                 if not initial:
