@@ -37,7 +37,8 @@ import evstate
 from evstate.config import Config
 from evstate.core.store import Store
 from evstate.errors import Error
-from evstate.server.conn import Connection, Hub
+from evstate.server.conn import Connection
+from evstate.server.hub import Hub
 from evstate.server.wire import WireConnection
 
 __all__ = [

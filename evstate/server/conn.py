@@ -13,27 +13,26 @@ frames reach :meth:`Connection._handle` in the loop turn that reads them, and th
 that became ready together (a batch of store calls, a burst of results) leave in one socket
 write. A peer that does not read is not read either until its send buffer drains.
 
-The :class:`Hub` holds what the connections share: the router, the worker triggers and the
-live connections by worker id (for ``reattach``). When a connection ends, its triggers are
-unregistered FIRST (their store runners stop without advancing past the event in flight),
-THEN its pending invocations fail with ``invocation_stopped``, which releases the trigger
-threads waiting on them.
+What the connections share is the :class:`~evstate.server.hub.Hub` (evstate.server.hub),
+which also retires a connection that ends. ``observe`` / ``unobserve`` frames go to the
+router's observers (evstate.server.observe); ``workerregistered`` announces ``observe.v1``
+so that the 0.25 SDKs send them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import logging
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-from evstate.config import Config
-from evstate.core.functions import StateFunctions
 from evstate.errors import Error
+from evstate.server.hub import Hub
+from evstate.server.observe import OBSERVE_FEATURE
+from evstate.server.observe_delivery import ObservedCall, observe_depth_of
 from evstate.server.protocol import (
     DESERIALIZATION_ERROR,
     ENQUEUE_ERROR,
@@ -52,8 +51,7 @@ from evstate.server.protocol import (
     required_str,
     stopped,
 )
-from evstate.server.router import Router
-from evstate.server.triggers import MISSING, TriggerConfigError, TriggerStore, WorkerTriggers
+from evstate.server.triggers import MISSING, TriggerConfigError
 from evstate.server.wire import WireConnection
 
 __all__ = ["MAX_IN_FLIGHT", "Connection", "Hub"]
@@ -73,94 +71,12 @@ _IGNORED = frozenset(
         "registertriggertype",
         "unregistertriggertype",
         "triggerregistrationresult",
+        # observe frames of the owner side (owner delivery, local dispatch): never asked for
+        "observerack",
+        "invocationsobserved",
+        "localinvocationstats",
     }
 )
-
-
-class Hub:
-    """The server's shared state, used from its event loop thread only."""
-
-    def __init__(
-        self,
-        store: StateFunctions,
-        trigger_store: TriggerStore,
-        config: Config,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.router = Router(store, config, loop)
-        self.triggers = WorkerTriggers(trigger_store, self.router.call_threadsafe)
-        self.connections: dict[str, Connection] = {}
-        self.closing = False
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self._active = 0  # calls being served, tasks or store jobs
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def begin(self) -> None:
-        """A call started (paired with :meth:`end`)."""
-        self._active += 1
-        self._idle.clear()
-
-    def end(self) -> None:
-        """A call ended."""
-        self._active -= 1
-        if self._active == 0:
-            self._idle.set()
-
-    def spawn(self, coro: Any) -> None:
-        """Run ``coro`` as a task the hub keeps alive until it ends."""
-        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def retire(self, conn: Connection) -> None:
-        """Forget ``conn``: its triggers first, then its pending calls and functions.
-
-        Idempotent; never blocks (the store runners are stopped with ``wait=False``).
-        """
-        if conn.closed:
-            return
-        conn.closed = True
-        if self.connections.get(conn.worker_id) is conn:
-            del self.connections[conn.worker_id]
-        self.triggers.drop_owner(conn)
-        self.router.drop_peer(conn)
-        log.info("evstate serve: worker %s disconnected", conn.label)
-
-    def reattach(self, conn: Connection, previous_worker_id: str, token: str | None) -> None:
-        """Retire the connection a reconnecting worker replaces (if its token proves it)."""
-        old = self.connections.get(previous_worker_id)
-        if old is None or old is conn:
-            return
-        if token is None or not hmac.compare_digest(token.encode(), old.reattach_token.encode()):
-            log.warning(
-                "evstate serve: %s sent reattach for %s with a wrong token; ignored",
-                conn.label,
-                previous_worker_id,
-            )
-            return
-        log.info("evstate serve: %s replaces its previous connection %s", conn.label, old.label)
-        self.retire(old)
-        self.spawn(old.ws.close(1000, "replaced by a new connection (reattach)"))
-
-    async def shutdown(self, grace: float) -> None:
-        """Stop serving, letting in-flight calls finish (up to ``grace`` seconds).
-
-        Then unregister every worker trigger, fail what still waits on a worker, and
-        close every connection.
-        """
-        self.closing = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace)
-        except TimeoutError:
-            log.warning("evstate serve: %d calls still running at shutdown", self._active)
-        self.triggers.close()
-        self.router.close()
-        for conn in list(self.connections.values()):
-            self.retire(conn)
-            self.spawn(conn.ws.close(1001, "server shutting down"))
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=grace)
 
 
 class Connection:
@@ -183,6 +99,8 @@ class Connection:
             "unregistertrigger": self._on_unregister_trigger,
             "ping": self._on_ping,
             "reattach": self._on_reattach,
+            "observe": partial(hub.router.observers.on_observe, self),
+            "unobserve": partial(hub.router.observers.on_unobserve, self),
         }
 
     @property
@@ -203,6 +121,7 @@ class Connection:
                     "type": "workerregistered",
                     "worker_id": self.worker_id,
                     "reattach_token": self.reattach_token,
+                    "features": [OBSERVE_FEATURE],
                 }
             )
             # Whole frames arrive through the sink, in the loop turn that reads them;
@@ -296,7 +215,7 @@ class Connection:
 
     def _on_register_function(self, frame: dict[str, Any]) -> None:
         function_id = required_str(frame, "id", non_empty=True)
-        owner = self.hub.router.register_function(self, function_id)
+        owner = self.hub.router.register_function(self, function_id, frame.get("observe"))
         if owner is None:
             return
         log.warning(
@@ -401,23 +320,28 @@ class Connection:
                 error = error_body(INVOCATION_STOPPED, message)
                 self._reply(invocation_id, function_id, error=error)
             return
+        # None unless an observer watches the function (then: the call as it starts).
+        watch = router.observers.watch(function_id, self, frame)
         if router.answers_inline(function_id):
             # A read of one key from memory: cheaper to answer here than to hop threads.
             if invocation_id is not None:
                 try:
-                    result = router.call_inline(function_id, data)
+                    result = router.call_inline(function_id, data, watch)
                 except Exception as exc:
                     self._reply(invocation_id, function_id, error=error_of(exc))
                 else:
                     self._reply(invocation_id, function_id, result)
             return
         if invocation_id is None and not router.is_builtin(function_id):
-            if not router.forward_void(function_id, data, metadata, traceparent, baggage):
+            # Not observed: the server never learns how a forwarded void call ends.
+            depth = observe_depth_of(frame)
+            if not router.forward_void(function_id, data, metadata, traceparent, baggage, depth):
                 log.warning("evstate serve: void call to unknown function %s", function_id)
             return
         self._started()
         try:
-            if router.start_builtin(function_id, data, self._finisher(invocation_id, function_id)):
+            done = self._finisher(invocation_id, function_id)
+            if router.start_builtin(function_id, data, done, watch):
                 return
         except RuntimeError:  # the store threads are gone: only during shutdown
             self._ended()
@@ -426,7 +350,15 @@ class Connection:
             return
         hub.spawn(
             self._serve_call(
-                invocation_id, function_id, data, metadata, traceparent, baggage, namespace
+                invocation_id,
+                function_id,
+                data,
+                metadata=metadata,
+                traceparent=traceparent,
+                baggage=baggage,
+                namespace=namespace,
+                watch=watch,
+                observe_depth=observe_depth_of(frame),
             )
         )
 
@@ -462,10 +394,13 @@ class Connection:
         invocation_id: str | None,
         function_id: str,
         data: Any,
+        *,
         metadata: Any,
         traceparent: str | None,
         baggage: str | None,
         namespace: str | None,
+        watch: ObservedCall | None,
+        observe_depth: int,
     ) -> None:
         try:
             result = await self.hub.router.call(
@@ -476,6 +411,8 @@ class Connection:
                 traceparent=traceparent,
                 baggage=baggage,
                 namespace=namespace,
+                watch=watch,
+                observe_depth=observe_depth,
             )
         except Exception as exc:
             if invocation_id is None:

@@ -11,6 +11,12 @@ Built-in functions: ``state::*`` and the doc's ``state.*`` aliases (evstate.core
 never on the loop: a write may wait for its fsync, or for the write lock a snapshot holds
 while it copies the table. A single-key read is answered on the loop (it reads memory and
 takes no lock).
+
+Observers (evstate.server.observe) hang off the router: the function table tells them when
+sources and targets come and go, and every call path that serves a worker's invocation
+(:meth:`Router.call`, :meth:`Router.start_builtin`, :meth:`Router.call_inline`) takes the
+:class:`~evstate.server.observe_delivery.ObservedCall` the connection got from
+``observers.watch`` (None when nobody observes the function) and reports the outcome.
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from evstate.config import Config
 from evstate.core.functions import FUNCTION_IDS, StateFunctions, call_function
 from evstate.server.kv import KV_FUNCTION_IDS, KV_READS, call_kv_function
 from evstate.server.lanes import Done, StoreLanes
+from evstate.server.observe import Observers
+from evstate.server.observe_delivery import ObservedCall
+from evstate.server.peer import Peer
 from evstate.server.protocol import (
     CallError,
     encode,
@@ -48,22 +57,6 @@ BUILTIN_OWNER = "evstate"
 
 REGISTER_WORKER = "engine::workers::register"
 _STATE_READS = frozenset({"state::get", "state.get"})
-
-
-class Peer(Protocol):
-    """A worker connection as the router sees it."""
-
-    worker_id: str
-    closed: bool
-
-    def post(self, text: str, *, now: bool = False) -> None:
-        """Queue one frame (already JSON) for sending (``now``: write it at once).
-
-        A closed connection drops it.
-        """
-
-    def describe(self, info: Any) -> None:
-        """Record the worker's ``engine::workers::register`` payload."""
 
 
 @dataclass(slots=True)
@@ -121,6 +114,7 @@ class Router:
         else:
             self._lanes = StoreLanes(loop, lanes=1, batch=256, name="evstate-serve-store")
         self.closing = False
+        self.observers = Observers(self, loop)
 
     # ---- the function table ------------------------------------------------------------
 
@@ -132,10 +126,11 @@ class Router:
         """The live connection that registered ``function_id``, if any."""
         return self._functions.get(function_id)
 
-    def register_function(self, peer: Peer, function_id: str) -> str | None:
+    def register_function(self, peer: Peer, function_id: str, observe: Any = None) -> str | None:
         """Give ``function_id`` to ``peer``; returns the conflicting owner's id if refused.
 
-        One live owner per id; the same connection registering again is a no-op.
+        One live owner per id; the same connection registering again is a no-op (but for
+        ``observe``, the frame's observe descriptor, which the observers take anew).
         """
         if self.is_builtin(function_id):
             return BUILTIN_OWNER
@@ -143,12 +138,14 @@ class Router:
         if owner is not None and owner is not peer and not owner.closed:
             return owner.worker_id
         self._functions[function_id] = peer
+        self.observers.function_registered(function_id, observe)
         return None
 
     def unregister_function(self, peer: Peer, function_id: str) -> None:
         """Drop ``function_id`` if ``peer`` owns it (anything else is ignored)."""
         if self._functions.get(function_id) is peer:
             del self._functions[function_id]
+            self.observers.function_unregistered(function_id)
 
     def drop_peer(self, peer: Peer) -> None:
         """Forget a connection that went away: its pending calls and its functions.
@@ -160,12 +157,15 @@ class Router:
             if pending.peer is peer:
                 del self._pending[invocation_id]
                 _settle(pending.future, error=stopped())
+        self.observers.drop_peer(peer)
         for function_id in [f for f, p in self._functions.items() if p is peer]:
             del self._functions[function_id]
+            self.observers.function_unregistered(function_id)
 
     def close(self) -> None:
         """Server shutdown: refuse new calls and fail every invocation still waiting."""
         self.closing = True
+        self.observers.close()
         pending, self._pending = self._pending, {}
         for entry in pending.values():
             _settle(entry.future, error=stopped())
@@ -180,12 +180,24 @@ class Router:
         """True for built-in reads answered on the loop without a thread hop."""
         return function_id in self._inline
 
-    def call_inline(self, function_id: str, data: Any) -> Any:
+    def call_inline(self, function_id: str, data: Any, watch: ObservedCall | None = None) -> Any:
         """Run an inline read (see :meth:`answers_inline`) right here."""
-        return self._builtins[function_id](self._store, function_id, data)
+        if watch is None:
+            return self._builtins[function_id](self._store, function_id, data)
+        try:
+            result = self._builtins[function_id](self._store, function_id, data)
+        except Exception as exc:
+            self.observers.report(watch, error=exc)
+            raise
+        self.observers.report(watch, result)
+        return result
 
-    def start_builtin(self, function_id: str, data: Any, done: Done) -> bool:
+    def start_builtin(
+        self, function_id: str, data: Any, done: Done, watch: ObservedCall | None = None
+    ) -> bool:
         """Start a built-in store function without a task; ``done(result, error)`` follows.
+
+        The observers in ``watch`` hear of the outcome after ``done`` ran.
 
         Returns False (and ``done`` is never called) when ``function_id`` is not a
         built-in store function; then use :meth:`call`.
@@ -196,8 +208,19 @@ class Router:
         builtin = self._builtins.get(function_id)
         if builtin is None:
             return False
+        if watch is not None:
+            done = self._reporting(done, watch)
         self._lanes.submit(done, builtin, self._store, function_id, data)
         return True
+
+    def _reporting(self, done: Done, watch: ObservedCall) -> Done:
+        report = self.observers.report
+
+        def done_and_report(result: Any, error: BaseException | None) -> None:
+            done(result, error)  # the caller's answer first
+            report(watch, result, error)
+
+        return done_and_report
 
     async def call(
         self,
@@ -209,8 +232,14 @@ class Router:
         traceparent: str | None = None,
         baggage: str | None = None,
         namespace: str | None = None,
+        watch: ObservedCall | None = None,
+        observe_depth: int = 0,
     ) -> Any:
         """Invoke ``function_id`` with ``data`` and return its result.
+
+        The observers in ``watch`` hear of the outcome. A worker function is invoked with
+        ``observe_depth`` when it is not 0, so that the calls it makes carry it on (the
+        observers' loop guard must not be reset by a hop through a worker).
 
         Raises:
             CallError: unknown function, its worker went away, or the worker answered
@@ -219,6 +248,23 @@ class Router:
         """
         if self.closing:
             raise CallError("invocation_stopped", "Invocation stopped: the server is closing")
+        if watch is not None:
+            try:
+                result = await self.call(
+                    function_id,
+                    data,
+                    caller=caller,
+                    metadata=metadata,
+                    traceparent=traceparent,
+                    baggage=baggage,
+                    namespace=namespace,
+                    observe_depth=observe_depth,
+                )
+            except Exception as exc:
+                self.observers.report(watch, error=exc)
+                raise
+            self.observers.report(watch, result)
+            return result
         builtin = self._builtins.get(function_id)
         if builtin is not None:
             if function_id in self._inline:
@@ -232,7 +278,10 @@ class Router:
         if owner is None or owner.closed:
             raise function_not_found(function_id, namespace or "default")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._send_invocation(owner, function_id, data, metadata, traceparent, baggage, future)
+        extra = {"observe_depth": observe_depth} if observe_depth else None
+        self._send_invocation(
+            owner, function_id, data, metadata, traceparent, baggage, future, extra=extra
+        )
         return await future
 
     def forward_void(
@@ -242,17 +291,35 @@ class Router:
         metadata: Any,
         traceparent: str | None,
         baggage: str | None,
+        observe_depth: int = 0,
     ) -> bool:
         """Fire-and-forget a call to a worker function (no ``invocation_id``).
 
-        Returns False if no live worker owns ``function_id``.
+        Returns False if no live worker owns ``function_id``. ``observe_depth`` as in
+        :meth:`call`.
         """
         owner = self._functions.get(function_id)
         if owner is None or owner.closed:
             return False
         frame = _invoke_frame(None, function_id, data, metadata, traceparent, baggage)
+        if observe_depth:
+            frame["observe_depth"] = observe_depth
         owner.post(encode(frame))
         return True
+
+    def activate(
+        self, function_id: str, data: Any, metadata: Any, extra: dict[str, Any]
+    ) -> asyncio.Future[Any] | None:
+        """Send an observer activation; None if no live worker owns ``function_id``.
+
+        The frame carries ``extra`` fields (``activation``, ``observe_depth``).
+        """
+        owner = self._functions.get(function_id)
+        if owner is None or owner.closed or self.closing:
+            return None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._send_invocation(owner, function_id, data, metadata, None, None, future, extra=extra)
+        return future
 
     def call_threadsafe(
         self,
@@ -308,10 +375,13 @@ class Router:
         future: asyncio.Future[Any] | concurrent.futures.Future[Any],
         *,
         now: bool = False,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self._next_id += 1
         invocation_id = f"{self._id_base}{self._next_id:012x}"
         frame = _invoke_frame(invocation_id, function_id, data, metadata, traceparent, baggage)
+        if extra is not None:
+            frame.update(extra)
         try:
             text = encode(frame)
         except (ValueError, TypeError) as exc:  # not JSON data: not from decoded input

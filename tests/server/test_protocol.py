@@ -13,10 +13,13 @@ from websockets.sync.client import connect
 from tests.server.harness import Raw, Served, wait_until
 
 
-def test_handshake_comes_first_without_features(server: Served, raw: Callable[..., Raw]) -> None:
+def test_handshake_comes_first_and_announces_observe_only(
+    server: Served, raw: Callable[..., Raw]
+) -> None:
     client = raw(server.url)
     frame = client.registered
-    assert set(frame) == {"type", "worker_id", "reattach_token"}  # no observe.v1 etc.
+    assert set(frame) == {"type", "worker_id", "reattach_token", "features"}
+    assert frame["features"] == ["observe.v1"]  # no local-dispatch.v1: every call is routed
     assert frame["worker_id"] != frame["reattach_token"]
     assert raw(server.url).worker_id != client.worker_id
 
@@ -26,7 +29,8 @@ def test_ping_pong_and_unknown_frames(server: Served, raw: Callable[..., Raw]) -
     client.send({"type": "ping"})
     assert client.recv() == {"type": "pong"}
     for frame in (
-        {"type": "observe", "id": "x"},
+        {"type": "unobserve", "id": "never-observed"},
+        {"type": "observerack", "function_id": "f", "id": "x", "revision": 1},
         {"type": "registerservice", "id": "svc"},
         {"type": "registertriggertype", "id": "custom", "description": "d"},
         {"type": "pong"},
