@@ -12,7 +12,10 @@ store's checkpointer (every 100 ms, log fsync first) as in any store.
   hand-off to a consumer thread at the same rate (under ``always`` the producer first
   writes + fdatasyncs a record of the same size). Target p99 <= 10 ms.
 - 8e: writer throughput (``set``, fsync=interval) with 5 triggers registered vs none, rounds
-  interleaved (the triggers catch up, untimed, before each baseline round). Target >= 0.8x.
+  interleaved (the triggers catch up, untimed, before each baseline round). Target >= 0.6x.
+- 16b: live delivery to one no-op trigger while the writer commits 100 sets per ``batch()``:
+  events/s from the first write until the trigger processed the last, vs the same batched
+  writes to a store with no trigger. Target >= 150k events/s.
 - 8f: catch-up after restart: a store holding the 1M-event log (and a snapshot of it) is
   opened and a trigger registered with ``start="earliest"``: events/s until it has
   processed the 1M backlog, vs a raw replay of the same log. Target >= 100k events/s.
@@ -188,6 +191,62 @@ def test_delivery_live(benchmark: Any, figures: Figures, tmp_path: Path) -> None
         )
     )
     benchmark.extra_info.update(fig.detail, ratio=fig.ratio)
+
+
+def _fill_batched(store: evstate.Store, n: int, key_space: int, offset: int = 0) -> None:
+    """``n`` sets, committed 100 per ``batch()`` (a producer that batches its writes)."""
+    for start in range(offset, offset + n, 100):
+        with store.batch() as batch:
+            for i in range(start, min(start + 100, offset + n)):
+                batch.set(SCOPE, key_name(i % key_space), VALUES[i % 1000])
+
+
+def test_delivery_live_batched_writer(benchmark: Any, figures: Figures, tmp_path: Path) -> None:
+    """16b: live delivery to one no-op trigger when the writer commits 100 sets per batch."""
+    with_trigger = evstate.open(
+        tmp_path / "trig", fsync="interval", save_interval_ms=NO_SNAPSHOTS_MS
+    )
+    plain = evstate.open(tmp_path / "plain", fsync="interval", save_interval_ms=NO_SNAPSHOTS_MS)
+    with_trigger.trigger("live", _noop)
+    n = LIVE_EVENTS * 2
+    done = {"trig": 0, "plain": 0}
+    plain_times: list[float] = []
+
+    def evstate_round() -> float:
+        gc.collect()
+        t0 = time.perf_counter()
+        _fill_batched(with_trigger, n, 100_000, done["trig"])
+        with_trigger.wait_for_triggers(timeout=WAIT)
+        done["trig"] += n
+        return time.perf_counter() - t0
+
+    def plain_round() -> None:
+        gc.collect()
+        t0 = time.perf_counter()
+        _fill_batched(plain, n, 100_000, done["plain"])
+        plain_times.append(time.perf_counter() - t0)
+        done["plain"] += n
+
+    try:
+        ev_times = interleaved(benchmark, evstate_round, plain_round, rounds=LIVE_ROUNDS)
+        delivered = with_trigger.trigger_status()["live"]["delivered"]
+    finally:
+        with_trigger.close()
+        plain.close()
+    assert delivered == done["trig"], (delivered, done)
+    ev = median_rate(n, ev_times)
+    figures.add(
+        Figure(
+            "16b",
+            f"trigger delivery, no-op, live ({n // 1000}k writes in batches of 100)",
+            ev,
+            median_rate(n, drop_warmup(plain_times)),
+            "events/s",
+            "batched set rate, no trigger",
+            ">=150k ev/s",
+            ev >= 150_000,
+        )
+    )
 
 
 # ---- 8c, 8d: commit-to-handler latency at 1k writes/s -----------------------------------
@@ -369,8 +428,8 @@ def test_writer_throughput_with_triggers(benchmark: Any, figures: Figures, tmp_p
             base,
             "ops/s",
             "same store setup, no trigger",
-            ">=0.8x",
-            ev / base >= 0.8,
+            ">=0.6x",  # issue 16 (issue 4 had asked for 0.8x)
+            ev / base >= 0.6,
             detail={
                 "round_ops": THROUGHPUT_ROUND,
                 "ratio_min_max": [

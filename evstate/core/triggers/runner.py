@@ -53,6 +53,8 @@ log = logging.getLogger("evstate")
 
 BATCH = 4096  # events read per claim
 STORAGE_RETRY = 0.25  # seconds before retrying after a failed write (a full disk)
+COALESCE = 0.001  # seconds a woken runner waits for more events (one wake-up per burst)
+ADVANCE_EVERY = 1024  # events passed without writes between cursor moves
 
 
 class TriggerHost(ContextHost, Protocol):
@@ -100,6 +102,7 @@ class Delivery:
     enabled: bool = True
     closed: bool = False
     idle: float = 0.5  # longest sleep between looks at the head (shorter: nobody notifies)
+    coalesce: float = COALESCE
 
     def release(self, runner: Runner) -> None:
         """Let the cursor store go of ``runner``'s trigger, once, after its last advance."""
@@ -163,6 +166,13 @@ def run(delivery: Delivery, runner: Runner) -> None:
 
 
 def _idle(delivery: Delivery, runner: Runner, cursor: int | None, timeout: float) -> None:
+    """Sleep until something is visible after ``cursor`` (or ``timeout``).
+
+    Woken by a write, the runner waits ``coalesce`` more before it reads: a writer that
+    writes back to back then wakes it once per burst, not once per event, and is not
+    slowed by a thread switch per write (the handler sees the events at most that much
+    later).
+    """
     host = delivery.host
 
     def ready() -> bool:
@@ -171,10 +181,18 @@ def _idle(delivery: Delivery, runner: Runner, cursor: int | None, timeout: float
         return delivery.enabled and cursor is not None and host._visible_revision() > cursor
 
     host._feed.wait(ready, timeout)
+    if delivery.coalesce and cursor is not None and not runner.stop.is_set():
+        runner.stop.wait(delivery.coalesce)
 
 
 def _step(delivery: Delivery, runner: Runner, loops: dict[str, asyncio.AbstractEventLoop]) -> None:
-    """One batch: claim, read what is visible after the cursor, deliver, advance."""
+    """One batch: claim, read what is visible after the cursor, deliver, advance.
+
+    Events the handler does not write for (no match, or no ``event.store`` writes) move the
+    cursor in one step every :data:`ADVANCE_EVERY` events and at the end of the batch:
+    delivery is at-least-once for them anyway. An event with writes (or a dead letter)
+    commits with its own cursor move, which covers the events passed before it.
+    """
     cursors, host, stop = delivery.cursors, delivery.host, runner.stop
     if not delivery.enabled:
         cursors.pause(runner.name)
@@ -188,30 +206,39 @@ def _step(delivery: Delivery, runner: Runner, loops: dict[str, asyncio.AbstractE
     if cursor >= head:
         _idle(delivery, runner, cursor, delivery.idle)
         return
+    passed = 0  # the newest revision done but not yet advanced to (0: none)
+    scope, key = runner.scope, runner.key
     try:
         for record in host._records(cursor + 1, min(head, cursor + BATCH)):
             if stop.is_set() or not delivery.enabled:
                 break
-            outcome = _deliver(delivery, runner, record, loops)
-            if outcome is None:
-                break  # stopping: this event stays undelivered, and comes again later
-            writes, letter = outcome
-            # A handler that finished is recorded even if it was stopped meanwhile: the
-            # cursor store is let go of only after this thread's last advance.
-            cursors.advance(runner.name, record.revision, writes, letter)
-            if record.revision % 256 == 0:
+            if (scope is not None and record.scope != scope) or (
+                key is not None and record.key != key
+            ):
+                passed = record.revision
+            else:
+                outcome = _deliver(delivery, runner, record, loops)
+                if outcome is None:
+                    break  # stopping: this event stays undelivered, and comes again later
+                writes, letter = outcome
+                if writes or letter is not None:
+                    # A handler that finished is recorded even if it was stopped meanwhile:
+                    # the cursor store is let go of only after this thread's last advance.
+                    cursors.advance(runner.name, record.revision, writes, letter)
+                    passed = 0
+                else:
+                    passed = record.revision
+            if passed and passed % ADVANCE_EVERY == 0:
+                cursors.advance(runner.name, passed, [], None)
+                passed = 0
                 with delivery.progress:
                     delivery.progress.notify_all()
     finally:
+        if passed:
+            cursors.advance(runner.name, passed, [], None)
         cursors.flush(runner.name)
         with delivery.progress:
             delivery.progress.notify_all()
-
-
-def _matches(runner: Runner, record: EventRecord) -> bool:
-    return (runner.scope is None or record.scope == runner.scope) and (
-        runner.key is None or record.key == runner.key
-    )
 
 
 def _deliver(
@@ -221,8 +248,6 @@ def _deliver(
     loops: dict[str, asyncio.AbstractEventLoop],
 ) -> tuple[list[Write], dict[str, Any] | None] | None:
     """Run condition and handler, retrying; ``(writes, dead letter)``, or None if stopped."""
-    if not _matches(runner, record):
-        return [], None
     attempt = 0
     stop = runner.stop
     while True:
