@@ -19,9 +19,12 @@ cursor stays.
 ``condition_function_id`` first, if any, with the iii event and no metadata; a result of
 exactly JSON ``false`` skips the event, as does a call error (iii's rule), except
 ``invocation_stopped``, which is not an answer, so it fails the delivery (retried). Then
-invoke ``function_id`` with the iii event as ``data`` and the registration's ``metadata``
-and wait for its result; an error answer raises, so the store retries with backoff and
-then parks the event. Only when the handler returns does the cursor advance.
+invoke ``function_id`` with the iii event as ``data`` and the registration's ``metadata``;
+its answer is a future the store trigger waits for: one at a time, in revision order, unless
+the registration's config asks for ``max_in_flight`` > 1 (an evstate extension: that many
+invocations in flight, sent in revision order, which the SDKs may run concurrently). The
+cursor passes an event only when it and every event before it were answered. An error
+answer is retried with backoff before the cursor moves past it, then parked.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from evstate.server.protocol import INVOCATION_STOPPED, CallError
 __all__ = [
     "Invoke",
     "MISSING",
+    "MAX_PIPELINE",
     "StateTriggerConfig",
     "TriggerConfigError",
     "TriggerStore",
@@ -50,6 +54,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("evstate.server.app")
+
+MAX_PIPELINE = 1024
+"""The largest ``max_in_flight`` a worker trigger may ask for (an evstate extension of the
+``state`` trigger config): that many invocations of it in flight at once, sent in revision
+order; the cursor passes an event once it and every one before it were answered. The
+default, 1, keeps iii's order: one event at a time (docs/protocol.md, "State triggers")."""
 
 MISSING: Any = object()
 """A ``registertrigger`` frame without a ``config`` key (read as ``{}``)."""
@@ -73,6 +83,7 @@ class TriggerStore(Protocol):
         key: str | None = None,
         condition: Callable[[Any], Any] | None = None,
         start: str | int = "latest",
+        max_in_flight: int = 1,
     ) -> Any:
         """Register a durable trigger (``Store.trigger``)."""
 
@@ -95,6 +106,7 @@ class StateTriggerConfig:
     scope: str | None = None
     key: str | None = None
     condition_function_id: str | None = None
+    max_in_flight: int = 1  # evstate extension: pipelined delivery (not part of the identity)
 
 
 def parse_trigger_config(config: object) -> StateTriggerConfig:
@@ -119,7 +131,16 @@ def parse_trigger_config(config: object) -> StateTriggerConfig:
         if value is not None and type(value) is not str:
             raise TriggerConfigError(f"invalid type: {serde_type(value)}, expected a string")
         fields[name] = value
-    return StateTriggerConfig(**fields)
+    window = config.get("max_in_flight", 1)
+    if window is None:
+        window = 1
+    if type(window) is not int or not 1 <= window <= MAX_PIPELINE:
+        raise TriggerConfigError(
+            f"max_in_flight must be an integer from 1 to {MAX_PIPELINE}, got {window!r}"[:200]
+        )
+    return StateTriggerConfig(
+        fields["scope"], fields["key"], fields["condition_function_id"], window
+    )
 
 
 def durable_name(function_id: str, config: StateTriggerConfig) -> str:
@@ -198,7 +219,12 @@ class WorkerTriggers:
         if durable is None:
             durable = _Durable(name, function_id, parsed, metadata)
             self._store.trigger(
-                name, self._handler(durable), scope=parsed.scope, key=parsed.key, start="latest"
+                name,
+                self._handler(durable),
+                scope=parsed.scope,
+                key=parsed.key,
+                start="latest",
+                max_in_flight=parsed.max_in_flight,
             )
             self._durables[name] = durable
         durable.registrations[ident] = metadata
@@ -234,11 +260,15 @@ class WorkerTriggers:
         """Each live store trigger name with its number of registrations."""
         return {name: len(d.registrations) for name, d in self._durables.items()}
 
-    def _handler(self, durable: _Durable) -> Callable[[TriggerEvent], None]:
+    def _handler(
+        self, durable: _Durable
+    ) -> Callable[[TriggerEvent], concurrent.futures.Future[Any] | None]:
         invoke = self._invoke
 
-        def deliver(event: TriggerEvent) -> None:
-            # Runs on the store trigger's thread; blocks until the worker answers.
+        def deliver(event: TriggerEvent) -> concurrent.futures.Future[Any] | None:
+            # Runs on the store trigger's thread. A condition is answered before the
+            # handler is invoked; the handler's answer is the returned future, which the
+            # store waits for (up to ``max_in_flight`` of them at once, in revision order).
             data = event.to_iii()
             condition = durable.config.condition_function_id
             if condition is not None:
@@ -255,9 +285,9 @@ class WorkerTriggers:
                         event.revision,
                         exc,
                     )
-                    return
+                    return None
                 if verdict is False:  # exactly JSON false; 0, "", null and {} run
-                    return
-            invoke(durable.function_id, data, durable.metadata, durable.is_live).result()
+                    return None
+            return invoke(durable.function_id, data, durable.metadata, durable.is_live)
 
         return deliver

@@ -133,6 +133,11 @@ def test_handler_condition_rules() -> None:
         triggers.close()
 
 
+def answered(result: Any) -> Any:
+    """What a handler's answer resolves to (the store waits for a returned future)."""
+    return result.result() if isinstance(result, concurrent.futures.Future) else result
+
+
 def test_handler_errors() -> None:
     store = FakeStore()
     failing = Calls({"f::only": CallError("function_not_found", "gone")})
@@ -151,7 +156,7 @@ def test_handler_errors() -> None:
     triggers = WorkerTriggers(store, target_fails)
     name = triggers.register(object(), "t", "f::on", {}, None)
     with pytest.raises(CallError, match="kaboom"):  # the store retries, then parks
-        store.registered[name]["handler"](FakeEvent())
+        answered(store.registered[name]["handler"](FakeEvent()))
     triggers.close()
 
 
@@ -164,6 +169,6 @@ def test_a_stopped_runner_reaches_no_worker() -> None:
     triggers.drop_owner(owner)  # the worker went away...
     triggers.register(object(), "t", "f::on", {}, None)  # ...and came back
     with pytest.raises(CallError) as info:
-        old_handler(FakeEvent())  # the old runner, still finishing, is refused
+        answered(old_handler(FakeEvent()))  # the old runner, still finishing, is refused
     assert info.value.code == "invocation_stopped"
     assert calls.made == []

@@ -47,6 +47,7 @@ class TriggerMethods:
         key: str | None = None,
         condition: Handler | None = None,
         start: str | int = "latest",
+        max_in_flight: int = 1,
     ) -> Any:
         """Register a durable state trigger; usable as a decorator.
 
@@ -59,6 +60,13 @@ class TriggerMethods:
         for events matching ``scope`` and ``key`` (exact, ``None`` = any) for which
         ``condition`` is truthy. It receives a :class:`~evstate.TriggerEvent`; writes through
         ``event.store`` commit atomically with the cursor advance.
+
+        A handler may return a :class:`concurrent.futures.Future` (work that finishes
+        elsewhere, such as a remote worker's answer): the event counts as handled when it
+        resolves, and as failed if it raises. With ``max_in_flight`` > 1 (at most 1024) up
+        to that many such calls overlap, started in revision order; the cursor passes an
+        event only when it and every event before it are done, and a failed one is retried
+        before the cursor moves past it (events after it may then run first).
 
         Returns the :class:`~evstate.Trigger` handle, or, used as
         ``@store.trigger("name", ...)``, the decorated function unchanged.
@@ -73,7 +81,13 @@ class TriggerMethods:
 
         def register(fn: Handler) -> Trigger:
             return self._triggers.register(
-                name, fn, scope=scope, key=key, condition=condition, start=start
+                name,
+                fn,
+                scope=scope,
+                key=key,
+                condition=condition,
+                start=start,
+                max_in_flight=max_in_flight,
             )
 
         return register_or_decorate(register, handler)

@@ -23,7 +23,9 @@ from evstate.errors import (
 )
 from evstate.values import printable_text
 
-__all__ = ["Trigger", "TriggerManager", "check_trigger_args"]
+__all__ = ["MAX_IN_FLIGHT", "Trigger", "TriggerManager", "check_trigger_args"]
+
+MAX_IN_FLIGHT = 1024  # pipelined handler calls of one trigger
 
 
 def check_trigger_args(
@@ -83,16 +85,21 @@ class TriggerManager:
         key: str | None,
         condition: Handler | None,
         start: str | int,
+        max_in_flight: int = 1,
     ) -> Trigger:
         """Register (or re-register) ``name``; see ``Store.trigger`` for the contract."""
         check_trigger_args(name, handler, scope=scope, key=key, condition=condition)
+        if type(max_in_flight) is not int or not 1 <= max_in_flight <= MAX_IN_FLIGHT:
+            raise InvalidRequestError(
+                f"max_in_flight must be an int from 1 to {MAX_IN_FLIGHT}, got {max_in_flight!r}"
+            )
         with self._lock:
             if self.delivery.closed:
                 raise StoreClosedError("the store is closed")
             previous = self._runners.get(name)
             if previous is not None and previous.registered:
                 raise InvalidRequestError(f"trigger {name!r} is already registered")
-            runner = Runner(name, handler, condition, scope, key)
+            runner = Runner(name, handler, condition, scope, key, max_in_flight=max_in_flight)
             self._runners[name] = runner  # claims the name before the cursor store is asked
         try:
             thread = previous.thread if previous is not None else None

@@ -10,9 +10,11 @@ after the last failed attempt, with a dead letter). Delivery semantics: docs/tri
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,12 +42,14 @@ from evstate.events import EventRecord
 from evstate.values import printable_text
 
 __all__ = [
+    "ADVANCE_EVERY",
     "BATCH",
     "Delivery",
     "Runner",
     "STORAGE_RETRY",
     "TriggerHost",
     "dead_letter",
+    "deliver_one",
     "run",
 ]
 
@@ -88,6 +92,7 @@ class Runner:
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_error: str | None = None
     delivered: int = 0
+    max_in_flight: int = 1  # >1: handlers that return a Future are pipelined (pipeline.py)
 
 
 @dataclass
@@ -206,6 +211,11 @@ def _step(delivery: Delivery, runner: Runner, loops: dict[str, asyncio.AbstractE
     if cursor >= head:
         _idle(delivery, runner, cursor, delivery.idle)
         return
+    if runner.max_in_flight > 1:
+        _step_pipelined(
+            delivery, runner, host._records(cursor + 1, min(head, cursor + BATCH)), loops
+        )
+        return
     passed = 0  # the newest revision done but not yet advanced to (0: none)
     scope, key = runner.scope, runner.key
     try:
@@ -217,7 +227,7 @@ def _step(delivery: Delivery, runner: Runner, loops: dict[str, asyncio.AbstractE
             ):
                 passed = record.revision
             else:
-                outcome = _deliver(delivery, runner, record, loops)
+                outcome = deliver_one(delivery, runner, record, loops)
                 if outcome is None:
                     break  # stopping: this event stays undelivered, and comes again later
                 writes, letter = outcome
@@ -241,7 +251,100 @@ def _step(delivery: Delivery, runner: Runner, loops: dict[str, asyncio.AbstractE
             delivery.progress.notify_all()
 
 
-def _deliver(
+def _step_pipelined(
+    delivery: Delivery,
+    runner: Runner,
+    records: Iterator[EventRecord],
+    loops: dict[str, asyncio.AbstractEventLoop],
+) -> None:
+    """Deliver with up to ``max_in_flight`` handler calls outstanding (a remote worker).
+
+    A handler that returns a :class:`concurrent.futures.Future` is not waited for before the
+    next event's call starts, so calls overlap; they start in revision order. The cursor
+    passes an event only once it and every event before it completed (at-least-once holds).
+    A call that failed is retried from here, one at a time, with the usual backoff, before
+    the cursor moves past it: events after it may then have run before its retry.
+    """
+    cursors, stop = delivery.cursors, runner.stop
+    scope, key = runner.scope, runner.key
+    window: deque[tuple[EventRecord, TriggerEvent | None, Any]] = deque()
+    passed = 0
+
+    def settle() -> bool:
+        """Finish the oldest call; False when stopping (the cursor stays before it)."""
+        nonlocal passed
+        record, event, result = window.popleft()
+        writes: list[Write] = []
+        letter: dict[str, Any] | None = None
+        if isinstance(result, concurrent.futures.Future):
+            while not result.done():
+                concurrent.futures.wait([result], timeout=0.05)
+                if stop.is_set() or delivery.closed:
+                    return False
+            if result.exception() is not None:
+                outcome = deliver_one(delivery, runner, record, loops)  # retried from here
+                if outcome is None:
+                    return False
+                writes, letter = outcome
+            else:
+                runner.delivered += 1
+                writes = event.writes if event is not None else []
+        elif event is not None:
+            runner.delivered += 1
+            writes = event.writes
+        if writes or letter is not None:
+            cursors.advance(runner.name, record.revision, writes, letter)
+            passed = 0
+        else:
+            passed = record.revision
+        return True
+
+    try:
+        for record in records:
+            if stop.is_set() or not delivery.enabled:
+                break
+            if (scope is not None and record.scope != scope) or (
+                key is not None and record.key != key
+            ):
+                window.append((record, None, None))
+            else:
+                event = TriggerEvent(record, runner.name, delivery.context)
+                try:
+                    if runner.condition is not None and not call_handler(
+                        runner.condition, event, loops
+                    ):
+                        window.append((record, None, None))
+                        continue
+                    result = call_handler(runner.handler, event, loops)
+                except StorageError:
+                    raise
+                except Exception as exc:  # retried when its turn to settle comes
+                    failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
+                    failed.set_exception(exc)
+                    result = failed
+                window.append((record, event, result))
+            while window and (len(window) >= runner.max_in_flight or _finished(window[0][2])):
+                if not settle():
+                    return
+                if passed and passed % ADVANCE_EVERY == 0:
+                    cursors.advance(runner.name, passed, [], None)
+                    passed = 0
+        while window:
+            if not settle():
+                return
+    finally:
+        if passed:
+            cursors.advance(runner.name, passed, [], None)
+        cursors.flush(runner.name)
+        with delivery.progress:
+            delivery.progress.notify_all()
+
+
+def _finished(result: Any) -> bool:
+    return not isinstance(result, concurrent.futures.Future) or result.done()
+
+
+def deliver_one(
     delivery: Delivery,
     runner: Runner,
     record: EventRecord,
@@ -254,7 +357,9 @@ def _deliver(
         event = TriggerEvent(record, runner.name, delivery.context)
         try:
             if runner.condition is None or call_handler(runner.condition, event, loops):
-                call_handler(runner.handler, event, loops)
+                result = call_handler(runner.handler, event, loops)
+                if isinstance(result, concurrent.futures.Future):
+                    result.result()  # a handler that answers later (a remote worker)
                 runner.delivered += 1
             return event.writes, None
         except StorageError:
