@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         Error: the config or the store cannot be opened (one line, exit status 1).
     """
     from evstate.server.app import Server  # here: the other commands never load the server
+    from evstate.server.event_loop import run as run_loop
 
     if args.port is not None and not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 1..65535 (or 0: any free port), got {args.port}")
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     try:
         server = Server(store, host=args.host, port=args.port)
-        asyncio.run(_serve_until_signal(server, store, where))
+        run_loop(_serve_until_signal(server, store, where))
     except OSError as exc:
         host = args.host or store.config.server_host
         port = args.port if args.port is not None else store.config.server_port

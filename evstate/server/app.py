@@ -38,6 +38,8 @@ from evstate.config import Config
 from evstate.core.store import Store
 from evstate.errors import Error
 from evstate.server.conn import Connection
+from evstate.server.event_loop import new_event_loop
+from evstate.server.event_loop import run as run_loop
 from evstate.server.hub import Hub
 from evstate.server.wire import WireConnection
 
@@ -244,7 +246,7 @@ class BackgroundServer:
         self._thread = None
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         self._loop = loop
         try:
             loop.run_until_complete(self._main())
@@ -326,7 +328,7 @@ def main(config_path: str | None = None, host: str | None = None, port: int | No
         return 1
     code = 0
     try:
-        asyncio.run(_serve_until_signal(Server(store, host=host, port=port)))
+        run_loop(_serve_until_signal(Server(store, host=host, port=port)))
     except OSError as exc:
         print(f"evstate serve: cannot listen: {exc}", file=sys.stderr)
         code = 1

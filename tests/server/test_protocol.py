@@ -192,6 +192,8 @@ def test_function_registration_rules(server: Served, raw: Callable[..., Raw]) ->
     b.send({"type": "registerfunction", "id": "state::set"})
     assert b.recv()["owner_worker_id"] == "evstate"
     a.send({"type": "unregisterfunction", "id": "shared::fn"})
+    # frames of two connections have no order between them: wait for a's to apply
+    wait_until(lambda: server.on_loop(lambda: server.hub.router.owner("shared::fn")) is None)
     b.send({"type": "registerfunction", "id": "shared::fn"})
     b.nothing(0.1)
     assert server.on_loop(lambda: server.hub.router.owner("shared::fn")).worker_id == b.worker_id
