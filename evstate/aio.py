@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 import evstate
 from evstate.config import Config
 from evstate.core.batch import Batch
-from evstate.core.listing import DEFAULT_LIMIT, DEFAULT_MAX_BYTES
 from evstate.core.store import Store
 from evstate.events import Event
 
@@ -81,15 +80,9 @@ class AsyncStore:
         """See :meth:`evstate.Store.list_keys` (answered from memory, inline)."""
         return self.store.list_keys(scope)
 
-    async def list_entries(
-        self,
-        scope: str,
-        cursor: str | None = None,
-        limit: int = DEFAULT_LIMIT,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-    ) -> dict[str, Any]:
-        """See :meth:`evstate.Store.list_entries` (runs on the pool: a first page copies)."""
-        return await self._run(self.store.list_entries, scope, cursor, limit, max_bytes)
+    async def list_entries(self, scope: str, *page: Any, **limits: Any) -> dict[str, Any]:
+        """See :meth:`evstate.Store.list_entries` (on the pool: a first page copies a scope)."""
+        return await self._run(lambda: self.store.list_entries(scope, *page, **limits))
 
     def batch(self) -> AsyncBatch:
         """An atomic batch: ``async with astore.batch() as b: b.set(...)``.

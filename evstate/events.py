@@ -150,34 +150,34 @@ class Event:
 
 def event_dict(event: Any) -> dict[str, Any]:
     """The doc's event shape plus ``revision``, ``timestamp`` (and ``reason`` when set)."""
-    result = {
-        "message_type": "state",
-        "event_type": event.event_type,
-        "scope": event.scope,
-        "key": event.key,
-        "old_value": event.old_value,
-        "new_value": event.new_value,
-        "revision": event.revision,
-        "timestamp": event.timestamp,
-    }
-    if event.reason is not None:
-        result["reason"] = event.reason
-    return result
+    return _with_reason(
+        {
+            "message_type": "state",
+            "event_type": event.event_type,
+            "scope": event.scope,
+            "key": event.key,
+            "old_value": event.old_value,
+            "new_value": event.new_value,
+            "revision": event.revision,
+            "timestamp": event.timestamp,
+        },
+        event.reason,
+    )
 
 
 def iii_event_dict(event: Any) -> dict[str, Any]:
     """The iii engine's wire event of any event object (plus ``reason`` when set)."""
-    result = {
-        "type": "state",
-        "event_type": "state:" + event.event_type,
-        "scope": event.scope,
-        "key": event.key,
-        "old_value": event.old_value,
-        "new_value": event.new_value,
-    }
-    if event.reason is not None:
-        result["reason"] = event.reason
-    return result
+    shape = {"type": "state", "event_type": "state:" + event.event_type}
+    shape.update(scope=event.scope, key=event.key)
+    shape.update(old_value=event.old_value, new_value=event.new_value)
+    return _with_reason(shape, event.reason)
+
+
+def _with_reason(shape: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    """``shape``, with ``reason`` added when there is one (iii consumers ignore it)."""
+    if reason is not None:
+        shape["reason"] = reason
+    return shape
 
 
 def encode_record(record: EventRecord) -> bytes:

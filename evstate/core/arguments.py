@@ -10,7 +10,7 @@ from datetime import datetime
 
 from evstate.errors import InvalidRequestError
 
-__all__ = ["check_name", "check_revision", "time_ms"]
+__all__ = ["check_name", "check_names", "check_revision", "time_ms"]
 
 
 def check_name(what: str, name: object) -> None:
@@ -31,6 +31,17 @@ def check_name(what: str, name: object) -> None:
             raise InvalidRequestError(
                 f"{what} is not valid Unicode (it holds a lone surrogate): {name!r}"[:200]
             ) from None
+
+
+def check_names(scope: object, key: object) -> None:
+    """:func:`check_name` of ``scope`` and ``key``, with a fast path for ASCII strings.
+
+    Plain ASCII ``str`` names (nearly all of them) are valid without encoding them; this is
+    on the hot path of ``get`` and ``set``.
+    """
+    if type(scope) is not str or type(key) is not str or not (scope.isascii() and key.isascii()):
+        check_name("scope", scope)
+        check_name("key", key)
 
 
 def time_ms(when: datetime | float | int) -> int:

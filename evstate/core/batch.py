@@ -18,6 +18,7 @@ import builtins
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from evstate.config import Config
 from evstate.core.arguments import check_name
 from evstate.core.writes import Write, check_ttl, encode_checked
 from evstate.errors import InvalidRequestError
@@ -25,7 +26,7 @@ from evstate.events import Event, EventRecord
 from evstate.ops import parse_ops
 from evstate.values import validate_value
 
-__all__ = ["Batch", "BatchTarget"]
+__all__ = ["Batch", "BatchMethods", "BatchTarget"]
 
 
 class BatchTarget(Protocol):
@@ -137,3 +138,27 @@ class Batch:
     def events(self) -> builtins.list[Event]:
         """The events committed, in order (empty before the commit); fresh copies."""
         return [record.to_event() for record in self._records]
+
+
+class BatchMethods:
+    """``batch()`` for a store that implements ``_commit_batch`` (a mixin)."""
+
+    _config: Config
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def batch(self) -> Batch:
+        """Start an atomic multi-key batch: ``with store.batch() as b: b.set(...)``.
+
+        Everything added commits as one log record (one Lua script on Redis) when the
+        block ends, or nothing does (see :class:`Batch`).
+        """
+        self._check_open()
+        return Batch(self)
+
+    def _batch_value_limit(self) -> int | None:
+        return self._config.max_value_bytes
+
+    def _commit_batch(self, writes: Sequence[Write]) -> builtins.list[EventRecord]:
+        raise NotImplementedError

@@ -27,12 +27,81 @@ from evstate.core.writes import expiry_records
 from evstate.events import EventRecord
 from evstate.values import expired
 
-__all__ = ["EXPIRY_CHUNK", "ExpiryMethods", "expiry_records"]
+__all__ = ["EXPIRY_CHUNK", "ExpirerThread", "ExpiryMethods", "expiry_records"]
 
 log = logging.getLogger("evstate")
 
 EXPIRY_CHUNK = 512  # expiry events per log record (and per hold of the write lock)
 _IDLE_WAIT = 1.0  # seconds the thread sleeps at most between looks at the index
+
+
+class ExpirerThread:
+    """The background thread that runs expiry rounds (one per store; redis stores too).
+
+    Started on the first :meth:`wake` (a store without deadlines runs no thread). Between
+    rounds it sleeps until the next deadline, at most :data:`_IDLE_WAIT`; :meth:`wake` with
+    a deadline sooner than that wakes it early. ``run_round()`` expires what is due and
+    returns the milliseconds until the next deadline it knows of (None: none); a failed
+    round is logged and tried again. With ``background=False`` (an injected clock) it never
+    starts: the caller runs expiry itself.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run_round: Callable[[], int | None],
+        stopped: threading.Event,
+        clock: Clock,
+        *,
+        background: bool = True,
+    ) -> None:
+        self._name = name
+        self._run_round = run_round
+        self._stopped = stopped
+        self._clock = clock
+        self._background = background
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._next_look = 0  # ms: when the sleeping thread looks again (0: awake)
+
+    def wake(self, deadline_ms: int | None = None) -> None:
+        """A deadline was set: make sure the thread runs and looks by then.
+
+        Waking a sleeping thread costs the writer a context switch: it is only done when
+        ``deadline_ms`` comes before the thread's next look anyway.
+        """
+        if not self._background:
+            return
+        if self._thread is not None:
+            if deadline_ms is not None and deadline_ms >= self._next_look:
+                return
+        else:
+            with self._start_lock:
+                if self._thread is None and not self._stopped.is_set():
+                    self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                    self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Wait for the thread to end (the store set ``stopped`` first)."""
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            until: int | None = None
+            try:
+                until = self._run_round()
+            except Exception:  # a failed write or an outage: the next round tries again
+                log.exception("evstate: expiring keys failed")
+            wait = _IDLE_WAIT if until is None else min(max(until / 1000.0, 0.0), _IDLE_WAIT)
+            self._next_look = self._clock() + int(wait * 1000)
+            self._wake.wait(wait)
+            self._wake.clear()
+            self._next_look = 0
 
 
 class ExpiryMethods:
@@ -60,58 +129,23 @@ class ExpiryMethods:
         raise NotImplementedError
 
     def _start_expirer(self, *, background: bool) -> None:
-        self._expirer: threading.Thread | None = None
-        self._expirer_wake = threading.Event()
-        self._expirer_background = background
-        self._expirer_next_look = 0  # ms: when the sleeping thread looks at the index next
+        self._expirer = ExpirerThread(
+            "evstate-expirer", self._expire_round, self._stop, self._clock, background=background
+        )
         if self._table.expiry.entries:
             self.expire()  # deadlines that passed while the store was closed
             self._wake_expirer()
 
     def _wake_expirer(self, deadline_ms: int | None = None) -> None:
-        """A deadline was set: make sure the thread runs and looks by then.
-
-        Waking a sleeping thread costs the writer a context switch: it is only done when
-        ``deadline_ms`` comes before the thread's next look anyway.
-        """
-        if not self._expirer_background:
-            return
-        if (
-            self._expirer is not None
-            and deadline_ms is not None
-            and deadline_ms >= self._expirer_next_look
-        ):
-            return
-        if self._expirer is None:
-            with self._write_lock:
-                if self._expirer is None and not self._closed:
-                    self._expirer = threading.Thread(
-                        target=self._expirer_loop, name="evstate-expirer", daemon=True
-                    )
-                    self._expirer.start()
-        self._expirer_wake.set()
+        self._expirer.wake(deadline_ms)
 
     def _stop_expirer(self) -> None:
-        self._expirer_wake.set()
-        thread = self._expirer
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        self._expirer.stop()
 
-    def _expirer_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.expire()
-            except Exception:  # a failed write (the disk): the next round tries again
-                log.exception("evstate: expiring keys failed")
-            due = self._table.expiry.next_due_ms()
-            now = self._clock()
-            wait = _IDLE_WAIT
-            if due is not None:
-                wait = min(max((due - now) / 1000.0, 0.0), _IDLE_WAIT)
-            self._expirer_next_look = now + int(wait * 1000)
-            self._expirer_wake.wait(wait)
-            self._expirer_wake.clear()
-            self._expirer_next_look = 0
+    def _expire_round(self) -> int | None:
+        self.expire()
+        due = self._table.expiry.next_due_ms()
+        return None if due is None else due - self._clock()
 
     def expire(self) -> int:
         """Write the expiry events of every key whose deadline has passed; returns how many.

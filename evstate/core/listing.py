@@ -45,6 +45,7 @@ from evstate.values import decode_value, json_size
 
 __all__ = [
     "CURSOR_LENGTH",
+    "ListingMethods",
     "DEFAULT_LIMIT",
     "DEFAULT_MAX_BYTES",
     "LIMIT_RANGE",
@@ -355,3 +356,43 @@ class Listings:
             "offset": offset,
             "total": total,
         }
+
+
+class ListingMethods:
+    """``list_entries`` of a store that implements :class:`ScopeSource` (a mixin)."""
+
+    _listings: Listings
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def _listing_scope_now(self, scope: str) -> PinnedScope:
+        raise NotImplementedError
+
+    def _listing_scope_at(self, scope: str, revision: int, as_of_ms: int) -> PinnedScope:
+        raise NotImplementedError
+
+    def list_entries(
+        self,
+        scope: str,
+        cursor: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> dict[str, Any]:
+        """One page of ``scope``'s entries in key order: iii's ``state::list_entries``.
+
+        Returns ``{"entries": [[key, value], ...], "next_cursor": str | None, "done": bool,
+        "offset": int, "total": int}``. Pass ``next_cursor`` (with the same ``limit`` and
+        ``max_bytes``) for the next page. Every page of one listing reads the state at the
+        revision of its first page (docs/api.md, "Paged listings").
+
+        Raises:
+            InvalidPageLimitsError: ``limit`` not 1..1000 or ``max_bytes`` not
+                256..8,000,000 (code ``INVALID_PAGE_LIMITS``).
+            InvalidCursorError: a bad, reused or foreign cursor, or its revision is no
+                longer retained (``INVALID_CURSOR``).
+            RowTooLargeError: one entry cannot fit in ``max_bytes`` (``ROW_TOO_LARGE``).
+            ListingCapacityError: too many listings open (``SNAPSHOT_CAPACITY``).
+        """
+        self._check_open()
+        return self._listings.page(self, scope, cursor, limit, max_bytes)

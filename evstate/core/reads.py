@@ -12,9 +12,9 @@ import builtins
 import threading
 from typing import Any
 
-from evstate.core.arguments import check_name
+from evstate.core.arguments import check_name, check_names
 from evstate.core.lifecycle import Clock
-from evstate.core.listing import DEFAULT_LIMIT, DEFAULT_MAX_BYTES, Listings, PinnedScope
+from evstate.core.listing import ListingMethods, Listings, PinnedScope
 from evstate.core.log_source import LogSource
 from evstate.core.replay import live_items
 from evstate.core.table import StateTable
@@ -26,7 +26,7 @@ _MARK = bytes([DEADLINE_MARK])
 __all__ = ["TableReads"]
 
 
-class TableReads:
+class TableReads(ListingMethods):
     """The read methods over ``self._table`` (a mixin).
 
     A store sets ``_listings``, ``_table_lock`` (the lock its table changes under, so a
@@ -55,13 +55,7 @@ class TableReads:
         """The value of ``scope/key`` (a fresh copy), or ``None`` if it does not exist."""
         if self._closed:
             raise StoreClosedError("the store is closed")
-        if (
-            type(scope) is not str
-            or type(key) is not str
-            or not (scope.isascii() and key.isascii())
-        ):
-            check_name("scope", scope)
-            check_name("key", key)
+        check_names(scope, key)
         raw = self._table.get(scope, key)
         if raw is None or (raw[:1] == _MARK and expired(raw, self._clock())):
             return None
@@ -104,31 +98,6 @@ class TableReads:
         self._check_open()
         check_name("scope", scope)
         return sorted(self._items(scope))
-
-    def list_entries(
-        self,
-        scope: str,
-        cursor: str | None = None,
-        limit: int = DEFAULT_LIMIT,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-    ) -> dict[str, Any]:
-        """One page of ``scope``'s entries in key order: iii's ``state::list_entries``.
-
-        Returns ``{"entries": [[key, value], ...], "next_cursor": str | None, "done": bool,
-        "offset": int, "total": int}``. Pass ``next_cursor`` (with the same ``limit`` and
-        ``max_bytes``) for the next page. Every page of one listing reads the state at the
-        revision of its first page (docs/api.md, "Paged listings").
-
-        Raises:
-            InvalidPageLimitsError: ``limit`` not 1..1000 or ``max_bytes`` not
-                256..8,000,000 (code ``INVALID_PAGE_LIMITS``).
-            InvalidCursorError: a bad, reused or foreign cursor, or its revision is no
-                longer retained (``INVALID_CURSOR``).
-            RowTooLargeError: one entry cannot fit in ``max_bytes`` (``ROW_TOO_LARGE``).
-            ListingCapacityError: too many listings open (``SNAPSHOT_CAPACITY``).
-        """
-        self._check_open()
-        return self._listings.page(self, scope, cursor, limit, max_bytes)
 
     def _listing_scope_now(self, scope: str) -> PinnedScope:
         with self._table_lock:

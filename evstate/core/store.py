@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from evstate.config import Config
-from evstate.core.arguments import check_name
+from evstate.core.arguments import check_name, check_names
 from evstate.core.audit import AuditMethods
-from evstate.core.batch import Batch
+from evstate.core.batch import BatchMethods
 from evstate.core.expirer import ExpiryMethods, expiry_records
 from evstate.core.feed import RecordFeed
 from evstate.core.journal import History, Journal
@@ -74,7 +74,7 @@ def register_store_kind(store_method: str, kind: type[Store]) -> None:
 _MARK = bytes([DEADLINE_MARK])
 
 
-class Store(StoreBase, ExpiryMethods, TableReads, AuditMethods, TriggerMethods):
+class Store(StoreBase, BatchMethods, ExpiryMethods, TableReads, AuditMethods, TriggerMethods):
     """An evstate store: state by scope and key, every change an event in the log.
 
     Open one with :func:`evstate.open`. Thread-safe: any number of threads may call one
@@ -303,13 +303,7 @@ class Store(StoreBase, ExpiryMethods, TableReads, AuditMethods, TriggerMethods):
         """
         if self._closed:
             raise StoreClosedError("the store is closed")
-        if (
-            type(scope) is not str
-            or type(key) is not str
-            or not (scope.isascii() and key.isascii())
-        ):
-            check_name("scope", scope)
-            check_name("key", key)
+        check_names(scope, key)
         if ttl_ms is not None:
             check_ttl(ttl_ms)
         new = encode_checked(value, self._config.max_value_bytes)
@@ -404,18 +398,6 @@ class Store(StoreBase, ExpiryMethods, TableReads, AuditMethods, TriggerMethods):
         if ttl_ms is not None:
             self._wake_expirer(self._last_timestamp + ttl_ms)
         return {"swapped": True}
-
-    def batch(self) -> Batch:
-        """Start an atomic multi-key batch: ``with store.batch() as b: b.set(...)``.
-
-        Everything added commits as one log record when the block ends, or nothing does
-        (see :class:`~evstate.core.batch.Batch`).
-        """
-        self._check_open()
-        return Batch(self)
-
-    def _batch_value_limit(self) -> int | None:
-        return self._config.max_value_bytes
 
     def _commit_batch(self, writes: Sequence[Write]) -> builtins.list[EventRecord]:
         records = self._commit_writes(writes)

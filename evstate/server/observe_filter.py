@@ -41,6 +41,17 @@ __all__ = [
     "FilterError",
     "INVALID_FILTER",
     "MATCH_ALL",
+    "MAX_DEPTH",
+    "MAX_ELEMENT_VISITS",
+    "MAX_ENCODED_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_LITERAL",
+    "MAX_LITERAL_DEPTH",
+    "MAX_NODES",
+    "MAX_SET_ITEMS",
+    "Op",
+    "Test",
+    "VALUE_OPERATORS",
     "compile_filter",
 ]
 

@@ -63,18 +63,11 @@ POLL_INTERVAL = 0.05  # seconds between polls: the safety net under the director
 _IO = DiskIO()
 
 
-def follow(
-    path: str | os.PathLike[str],
-    *,
-    live: bool = True,
-    watch: bool = True,
-    cursor_dir: str | os.PathLike[str] | None = None,
-    poll_interval: float = POLL_INTERVAL,
-    progress: Progress | None = None,
-    max_open_listings: int = DEFAULT_MAX_OPEN_LISTINGS,
-    listing_idle_ms: int = DEFAULT_LISTING_IDLE_MS,
-) -> Follower:
+def follow(path: str | os.PathLike[str], **options: Any) -> Follower:
     """Open the store directory ``path`` read-only, as a follower of its owner.
+
+    ``options`` (keyword only): ``live``, ``watch``, ``cursor_dir``, ``poll_interval``,
+    ``progress``, ``max_open_listings``, ``listing_idle_ms``, as below.
 
     ``live=False`` loads once and follows only when :meth:`Follower.refresh` is called (no
     background threads: what one-shot commands want). ``watch=False`` keeps up by polling
@@ -89,16 +82,7 @@ def follow(
         StorageError: ``path`` is not an existing directory (nothing is created).
         CorruptionError: the owner's files are damaged beyond a torn tail.
     """
-    return Follower(
-        path,
-        live=live,
-        watch=watch,
-        cursor_dir=cursor_dir,
-        poll_interval=poll_interval,
-        progress=progress,
-        max_open_listings=max_open_listings,
-        listing_idle_ms=listing_idle_ms,
-    )
+    return Follower(path, **options)
 
 
 class Follower(Closable, TableReads, AuditMethods, TriggerMethods):

@@ -36,7 +36,7 @@ from evstate.core.table import StateTable
 from evstate.errors import CorruptionError
 from evstate.events import EventRecord, LogEntry
 
-__all__ = ["LiveLog"]
+__all__ = ["LiveLog", "OwnerCursors", "owner_cursor"]
 
 log = logging.getLogger("evstate")
 

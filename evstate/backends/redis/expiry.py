@@ -19,7 +19,9 @@ import threading
 
 from evstate.backends.redis.client import Backend
 from evstate.backends.redis.scripts import LOG, META, TTL
+from evstate.core.expirer import ExpirerThread
 from evstate.core.feed import RecordFeed
+from evstate.core.lifecycle import wall_clock_ms
 from evstate.errors import StorageError
 
 __all__ = ["EXPIRY_CHUNK", "RedisExpiry"]
@@ -27,7 +29,6 @@ __all__ = ["EXPIRY_CHUNK", "RedisExpiry"]
 log = logging.getLogger("evstate")
 
 EXPIRY_CHUNK = 512  # keys per run of the script: mass expiry never blocks Redis for long
-_IDLE_WAIT = 1.0
 
 
 class RedisExpiry:
@@ -43,46 +44,33 @@ class RedisExpiry:
         raise NotImplementedError
 
     def _start_expirer(self) -> None:
-        self._expirer: threading.Thread | None = None
-        self._expirer_wake = threading.Event()
-        self._expirer_lock = threading.Lock()
+        self._expirer = ExpirerThread(
+            "evstate-redis-expirer", self._expire_round, self._stop, wall_clock_ms
+        )
         if self._next_deadline() is not None:
-            self._wake_expirer()
+            self._expirer.wake()
 
     def _next_deadline(self) -> int | None:
         first = self._backend.run("read deadlines", lambda c: c.zrange(TTL, 0, 0, withscores=True))
         return int(first[0][1]) if first else None
 
-    def _wake_expirer(self) -> None:
-        if self._expirer is None:
-            with self._expirer_lock:
-                if self._expirer is None and not self._closed:
-                    self._expirer = threading.Thread(
-                        target=self._expirer_loop, name="evstate-redis-expirer", daemon=True
-                    )
-                    self._expirer.start()
-        self._expirer_wake.set()
+    def _wake_expirer(self, deadline_ms: int | None = None) -> None:
+        self._expirer.wake(deadline_ms)
 
     def _stop_expirer(self) -> None:
-        self._expirer_wake.set()
-        thread = self._expirer
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        self._expirer.stop()
 
-    def _expirer_loop(self) -> None:
-        while not self._stop.is_set():
-            wait = _IDLE_WAIT
-            try:
-                self.expire()
-                seconds, micros = self._backend.run("read time", lambda c: c.time())
-                now = int(seconds) * 1000 + int(micros) // 1000
-                deadline = self._next_deadline()
-                if deadline is not None:
-                    wait = min(max((deadline - now) / 1000.0, 0.0) + 0.001, _IDLE_WAIT)
-            except StorageError as exc:  # unavailable: the next round tries again
-                log.info("evstate: expiring keys skipped: %s", exc)
-            self._expirer_wake.wait(wait)
-            self._expirer_wake.clear()
+    def _expire_round(self) -> int | None:
+        try:
+            self.expire()
+            deadline = self._next_deadline()
+            if deadline is None:
+                return None
+            seconds, micros = self._backend.run("read time", lambda c: c.time())
+            return deadline - (int(seconds) * 1000 + int(micros) // 1000) + 1  # Redis's clock
+        except StorageError as exc:  # unavailable: the next round tries again
+            log.info("evstate: expiring keys skipped: %s", exc)
+            return None
 
     def expire(self) -> int:
         """Write the expiry events of every key whose deadline has passed; returns how many.

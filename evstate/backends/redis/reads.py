@@ -16,7 +16,7 @@ from evstate.backends.redis.client import Backend, decode_name, load_value
 from evstate.backends.redis.scripts import META, STATE_PREFIX, TTL, state_key
 from evstate.backends.redis.timeline import RedisTimeline
 from evstate.core.arguments import check_name
-from evstate.core.listing import DEFAULT_LIMIT, DEFAULT_MAX_BYTES, Listings, PinnedScope
+from evstate.core.listing import ListingMethods, Listings, PinnedScope
 from evstate.core.replay import live_items
 from evstate.errors import InvalidCursorError
 from evstate.values import encode_value
@@ -28,7 +28,7 @@ def _name(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-class RedisReads:
+class RedisReads(ListingMethods):
     """The read methods of :class:`~evstate.backends.redis.store.RedisStore` (a mixin)."""
 
     _backend: Backend
@@ -99,17 +99,6 @@ class RedisReads:
             "read_scope", [state_key(scope), TTL], [_name(scope), "keys"], "read"
         )
         return sorted(decode_name(k) for k in keys)
-
-    def list_entries(
-        self,
-        scope: str,
-        cursor: str | None = None,
-        limit: int = DEFAULT_LIMIT,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-    ) -> dict[str, Any]:
-        """One page of ``scope``'s entries in key order (see ``Store.list_entries``)."""
-        self._check_open()
-        return self._listings.page(self, scope, cursor, limit, max_bytes)
 
     def _listing_scope_now(self, scope: str) -> PinnedScope:
         revision, now, pairs = self._backend.script(

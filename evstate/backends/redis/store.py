@@ -37,7 +37,7 @@ from evstate.backends.redis.writes import Committed, Writer
 from evstate.config import Config
 from evstate.core.arguments import check_name
 from evstate.core.audit import AuditMethods
-from evstate.core.batch import Batch
+from evstate.core.batch import BatchMethods
 from evstate.core.feed import RecordFeed
 from evstate.core.lifecycle import StoreBase, wall_clock_ms
 from evstate.core.listing import Listings
@@ -63,7 +63,7 @@ DEFAULT_LEASE_MS = 5000
 PERIODIC_SLACK = 1000  # background compaction waits until it can drop this many events
 
 
-class RedisStore(StoreBase, RedisExpiry, RedisReads, AuditMethods, TriggerMethods):
+class RedisStore(StoreBase, BatchMethods, RedisExpiry, RedisReads, AuditMethods, TriggerMethods):
     """An evstate store kept in Redis and shared by every process that opens it.
 
     Same methods, results and errors as :class:`evstate.Store`; thread-safe. Reads go to
@@ -239,14 +239,6 @@ class RedisStore(StoreBase, RedisExpiry, RedisReads, AuditMethods, TriggerMethod
         if ttl_ms is not None:
             self._wake_expirer()
         return {"swapped": True}
-
-    def batch(self) -> Batch:
-        """Start an atomic multi-key batch (one Lua script; see ``Store.batch``)."""
-        self._check_open()
-        return Batch(self)
-
-    def _batch_value_limit(self) -> int | None:
-        return self._config.max_value_bytes
 
     def _commit_batch(self, writes: Sequence[Write]) -> builtins.list[EventRecord]:
         self._check_open()

@@ -44,6 +44,7 @@ from evstate.values import printable_text
 __all__ = [
     "ADVANCE_EVERY",
     "BATCH",
+    "COALESCE",
     "Delivery",
     "Runner",
     "STORAGE_RETRY",
@@ -244,11 +245,16 @@ def _step(delivery: Delivery, runner: Runner, loops: dict[str, asyncio.AbstractE
                 with delivery.progress:
                     delivery.progress.notify_all()
     finally:
-        if passed:
-            cursors.advance(runner.name, passed, [], None)
-        cursors.flush(runner.name)
-        with delivery.progress:
-            delivery.progress.notify_all()
+        _end_batch(delivery, runner, passed)
+
+
+def _end_batch(delivery: Delivery, runner: Runner, passed: int) -> None:
+    """After a batch: move the cursor over the events passed, flush it, tell the waiters."""
+    if passed:
+        delivery.cursors.advance(runner.name, passed, [], None)
+    delivery.cursors.flush(runner.name)
+    with delivery.progress:
+        delivery.progress.notify_all()
 
 
 def _step_pipelined(
@@ -333,11 +339,7 @@ def _step_pipelined(
             if not settle():
                 return
     finally:
-        if passed:
-            cursors.advance(runner.name, passed, [], None)
-        cursors.flush(runner.name)
-        with delivery.progress:
-            delivery.progress.notify_all()
+        _end_batch(delivery, runner, passed)
 
 
 def _finished(result: Any) -> bool:
