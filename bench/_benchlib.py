@@ -73,6 +73,12 @@ FRAME = struct.Struct("<II")  # docs/format.md section 3: length u32 | crc32 u32
 SEGMENT_HEADER_SIZE = 24  # docs/format.md section 1
 
 
+def segment_salt(header: bytes) -> int:
+    """The record checksum salt of a segment from its header: bytes 16..19 (version 2+)."""
+    version = int.from_bytes(header[4:6], "little")
+    return int.from_bytes(header[16:20], "little") if version >= 2 else 0
+
+
 def frame(payload: bytes) -> bytes:
     """Frame a payload the way evstate does (length, crc32 over length + payload)."""
     length = struct.pack("<I", len(payload))
@@ -100,13 +106,14 @@ def raw_replay(directory: str) -> tuple[int, dict[str, dict[str, bytes]]]:
         with open(path, "rb") as f:
             data = f.read()
         buf = memoryview(data)
+        salt = segment_salt(data[:SEGMENT_HEADER_SIZE])
         pos = SEGMENT_HEADER_SIZE
         end = len(data)
         while pos + 8 <= end:
             length, crc = unpack(buf, pos)
             body = pos + 8
             payload = buf[body : body + length]
-            if length == 0 or crc32(payload, crc32(buf[pos : pos + 4])) != crc:
+            if length == 0 or crc32(payload, crc32(buf[pos : pos + 4], salt)) != crc:
                 raise ValueError(f"bad record at {path}:{pos}")
             _, _rev, _ts, type_code, scope, key, _old, new = loads(payload)
             if type_code == 3:

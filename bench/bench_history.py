@@ -7,8 +7,11 @@
 - 7c, 7d: ``at()`` in the middle of a 1M-event history that has a snapshot every 100k events
   (on a snapshot, and 50k events past one), vs decoding one snapshot (context, no target).
 - 7e, 7f: ``history()`` of one key (~10 events) in a 1M-event log: the first call (builds the
-  index by scanning the log) vs a raw scan of the same segments, and later calls vs raw
-  ``pread`` + crc + ``cbor2.loads`` of that key's records; target <= 10 ms.
+  index, from the key index files where they are) vs a raw scan of the same segments, and
+  later calls vs raw ``pread`` + crc + ``cbor2.loads`` of that key's records; target <= 10 ms.
+- 7g: the first ``history()`` of one key after reopening the store of the shared 1M-event
+  log, vs a full ``events()`` scan of that log after the same reopen; target <= 0.05x
+  (issue 16; the key index files of docs/format.md section 11).
 - c4: ``history()`` of a hot key (1,000 events), later calls (context).
 """
 
@@ -40,6 +43,7 @@ from _benchlib import (
     interleaved,
     key_name,
     raw_replay,
+    segment_salt,
     typical_value,
 )
 
@@ -404,6 +408,17 @@ def _raw_offsets(directory: str, wanted: set[str]) -> dict[str, list[tuple[str, 
     return found
 
 
+_SALTS: dict[str, int] = {}  # segment path -> its checksum salt (evstate caches it too)
+
+
+def _salt(path: str, fd: int) -> int:
+    """The record checksum salt of a segment: header bytes 16..19 (format version 2)."""
+    salt = _SALTS.get(path)
+    if salt is None:
+        salt = _SALTS[path] = segment_salt(os.pread(fd, SEGMENT_HEADER_SIZE, 0))
+    return salt
+
+
 def _raw_read(locations: list[tuple[str, int]]) -> list[Any]:
     """The history floor: per record, open + pread + crc32 check + ``cbor2.loads``."""
     out = []
@@ -412,7 +427,8 @@ def _raw_read(locations: list[tuple[str, int]]) -> list[Any]:
             fd = f.fileno()
             length, crc = FRAME.unpack(os.pread(fd, 8, offset))
             payload = os.pread(fd, length, offset + 8)
-        if zlib.crc32(payload, zlib.crc32(length.to_bytes(4, "little"))) != crc:
+            salt = _salt(path, fd)
+        if zlib.crc32(payload, zlib.crc32(length.to_bytes(4, "little"), salt)) != crc:
             raise ValueError(f"bad record at {path}:{offset}")
         out.append(cbor2.loads(payload))
     return out
@@ -538,3 +554,72 @@ def test_history_one_key(benchmark: Any, figures: Figures, history_log: HistoryL
     benchmark.extra_info.update(
         first_call_ms=first_ms, later_call_ms=later_ms, build_s=history_log.build_seconds
     )
+
+
+# ---- 7g: the first history() after a reopen, vs a full events() scan ----------------------
+
+COLD_ROUNDS = 3
+
+
+def test_first_history_after_reopen(benchmark: Any, figures: Figures, event_log: EventLog) -> None:
+    """Each evstate round opens the 1M-event store afresh (untimed: figure 5 times opening)
+    and times its first ``history()`` of one key, which builds the history index (from the
+    key index files a clean close leaves) and reads that key's record. The interleaved
+    baseline round opens it the same way and times a full ``events()`` scan. Lower is
+    better."""
+    key = key_name(event_log.events // 2)
+    first_times: list[float] = []
+    scan_times: list[float] = []
+    counts: set[int] = set()
+
+    def evstate_round() -> float:
+        store = evstate.open(event_log.path, save_interval_ms=NO_SNAPSHOTS_MS)
+        try:
+            assert not store.stats()["index_built"]
+            gc.collect()
+            t0 = time.perf_counter()
+            events = store.history(SCOPE, key)
+            elapsed = time.perf_counter() - t0
+        finally:
+            store.close()
+        assert [e.new_value for e in events] == [typical_value(event_log.events // 2)]
+        first_times.append(elapsed)
+        return elapsed
+
+    def baseline_round() -> None:
+        store = evstate.open(event_log.path, save_interval_ms=NO_SNAPSHOTS_MS)
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            n = sum(1 for _ in store.events())
+            scan_times.append(time.perf_counter() - t0)
+        finally:
+            store.close()
+        counts.add(n)
+
+    interleaved(benchmark, evstate_round, baseline_round, rounds=COLD_ROUNDS, warmup=0)
+    assert counts == {event_log.events}, counts
+    first_ms = statistics.median(first_times) * MS
+    scan_ms = statistics.median(scan_times) * MS
+    index_bytes = sum(os.path.getsize(p) for p in glob.glob(os.path.join(event_log.path, "*.keys")))
+    fig = figures.add(
+        Figure(
+            "7g",
+            f"history(), 1 key, first call after reopen, {event_log.events / 1e6:g}M-event log",
+            first_ms,
+            scan_ms,
+            "ms",
+            "events() scan of that log",
+            "<=0.05x",
+            first_ms <= 0.05 * scan_ms,
+            higher_is_better=False,
+            detail={
+                "evstate_s": sorted(first_times),
+                "scan_s": sorted(scan_times),
+                "segments": len(glob.glob(os.path.join(event_log.path, "*.log"))),
+                "log_mib": event_log.bytes / 2**20,
+                "key_index_mib": index_bytes / 2**20,
+            },
+        )
+    )
+    benchmark.extra_info.update(fig.detail, ratio=fig.ratio)

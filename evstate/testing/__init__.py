@@ -58,9 +58,10 @@ happens to the bytes written after the last fsync is the cut's ``mode``:
 and ``truncate`` passes two points, ``before_<op>`` and ``after_<op>`` (opening, reading,
 listing and closing pass none), each with the ``kind`` of the file: ``"segment"``
 (``*.log``), ``"snapshot"`` (``*.snap``, ``*.snap.tmp``), ``"cursor"`` (``triggers.cbor``
-and its ``.tmp``) or ``"other"``. A directory fsync has the kind of the newest entry change
-it makes durable (``"dir"`` when there is none). ``before_append`` / ``after_append`` are
-the write points of segments. The engine's named points
+and its ``.tmp``), ``"index"`` (key index files: ``*.keys``, ``*.keys.tmp``) or ``"other"``.
+A directory fsync has the kind of the newest entry change it makes durable (``"dir"`` when
+there is none). ``before_append`` / ``after_append`` are the write points of segments.
+The engine's named points
 (:data:`evstate.backends.file.diskio.FAILPOINTS`: ``segment_roll``, ``snapshot_write``,
 ``cursor_save``, ``compaction``) have no kind.
 :attr:`~FaultyIO.trace` records every point passed (``record=True``).

@@ -28,7 +28,7 @@ __all__ = [
 
 CutMode = Literal["forget", "prefix", "zeros", "process"]
 CUT_MODES: Final[tuple[CutMode, ...]] = ("forget", "prefix", "zeros", "process")
-KINDS: Final = ("segment", "snapshot", "cursor", "other", "dir")
+KINDS: Final = ("segment", "snapshot", "cursor", "index", "other", "dir")
 _OPS: Final = ("write", "fsync", "fsync_dir", "rename", "create", "remove", "truncate")
 POINTS: Final[tuple[str, ...]] = (
     *(f"{when}_{op}" for op in _OPS for when in ("before", "after")),
@@ -50,7 +50,7 @@ class PowerCutError(OSError):
 
 
 def file_kind(path: str) -> str:
-    """``"segment"``, ``"snapshot"``, ``"cursor"`` or ``"other"``, from a file's name."""
+    """``"segment"``, ``"snapshot"``, ``"cursor"``, ``"index"`` or ``"other"``, from a name."""
     name = os.path.basename(path)
     if name.endswith(".log") and name[:-4].isdigit():
         return "segment"
@@ -58,6 +58,8 @@ def file_kind(path: str) -> str:
         return "snapshot"
     if name.startswith("triggers.cbor"):
         return "cursor"
+    if name.endswith((".keys", ".keys.tmp")):
+        return "index"
     return "other"
 
 

@@ -40,13 +40,13 @@ POINTS = sorted(
             (f"{when}_{op}", kind)
             for when in ("before", "after")
             for op in _FILE_OPS
-            for kind in ("segment", "snapshot", "cursor")
+            for kind in ("segment", "snapshot", "cursor", "index")
             if not (op == "rename" and kind == "segment")
         ),
         *(
             (f"{when}_remove", kind)
             for when in ("before", "after")
-            for kind in ("segment", "snapshot")
+            for kind in ("segment", "snapshot", "index")  # index: compaction removes it too
         ),
         # LOCK's pid (a write) and HEAD (written like a cursor file at a clean close)
         *(

@@ -1,12 +1,19 @@
 """Reading the retained log: a lazy per-key index, event lookup, and streaming scans.
 
-The index (built on first use by scanning the retained segments once, then kept current
-by every append) maps:
+The index (built on first use, then kept current by every append) holds one
+:class:`~evstate.backends.file.segment_part.SegmentPart` per segment, so:
 
-- each revision to ``(segment, offset, timestamp)`` in three flat arrays, 24 bytes an
-  event, so a revision's record is one ``pread`` away and a time bisects to a revision;
-- each ``(scope, key)`` to the sorted list of its revisions, so ``history()`` of one key
-  reads just that key's records.
+- each revision maps to ``(segment, offset, timestamp)`` (12 bytes an event in arrays per
+  segment), so a revision's record is one ``pread`` away and a time bisects to a revision;
+- each ``(scope, key)`` maps, by a 32-bit hash, to its revisions, so ``history()`` of one
+  key reads just that key's records (and, rarely, one of a key with the same hash, which it
+  drops).
+
+Building it reads each segment's key index file (docs/format.md section 11) where one
+checks out against its segment, and the segment's records only where none does (the
+records appended after the file was written, a segment sealed by a crashed writer, a
+damaged file). So after a clean close it reads no record at all; a file's sorted key
+entries (8 bytes an event) are kept as they are and bisected.
 
 Threading: :meth:`LogIndex.add` runs under the store's write lock; readers take the
 index's own lock only to copy what they need.
@@ -14,23 +21,36 @@ index's own lock only to copy what they need.
 
 from __future__ import annotations
 
-import bisect
+import logging
 import os
 import threading
-from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
+from evstate.backends.file.key_index import key_hash
 from evstate.backends.file.segment import (
     FRAME,
     FRAME_SIZE,
     HEADER_SIZE,
     read_header,
     scan_segment,
+    segment_name,
 )
+from evstate.backends.file.segment_part import SegmentPart, index_segment, load_segment_part
 from evstate.errors import CorruptionError
 from evstate.events import EventRecord, RecordDecodeError, decode_entry
 
-__all__ = ["LogIndex", "read_record_at", "scan_records", "segment_salt"]
+__all__ = ["LogIndex", "RecordVanished", "read_record_at", "scan_records", "segment_salt"]
+
+log = logging.getLogger("evstate")
+
+
+class RecordVanished(Exception):
+    """The segment holding ``revision`` was deleted (compacted) while it was read."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(revision)
+        self.revision = revision
 
 
 def segment_salt(path: str) -> int:
@@ -104,76 +124,200 @@ def scan_records(path: str, *, upto: int | None = None) -> Iterator[tuple[int, E
 
 
 class LogIndex:
-    """Revision, time and per-key index over the retained segments (see module doc)."""
+    """Revision, time and per-key index over the retained segments (see module doc).
+
+    ``loaded_files`` counts the segments whose key index file was used, ``scanned_bytes``
+    the segment bytes read record by record: how it was built, for tests and figures.
+    """
 
     def __init__(self) -> None:
-        self.first = 1  # revision at position 0 of the arrays
-        self._segments = array("Q")  # segment first revision, per event
-        self._offsets = array("Q")
-        self._timestamps = array("q")
-        self._keys: dict[str, dict[str, list[int]]] = {}
+        self.first = 1  # the oldest revision indexed (once there is one)
+        self.loaded_files = 0
+        self.scanned_bytes = 0
+        self._parts: list[SegmentPart] = []
+        self._firsts: list[int] = []  # each part's first revision
+        self._first_times: list[int] = []  # each part's first timestamp
+        self._count = 0
         self._lock = threading.Lock()
 
     @classmethod
     def build(cls, segments: list[tuple[int, str]], head: int) -> LogIndex:
-        """Scan ``segments`` (oldest first) up to revision ``head`` into a new index."""
+        """Index ``segments`` (oldest first) up to revision ``head``.
+
+        Raises:
+            CorruptionError: a segment before the newest ends early or is damaged, or
+                revisions are missing between segments.
+            FileNotFoundError: a segment was deleted (compacted) meanwhile.
+        """
         index = cls()
         index.first = segments[0][0] if segments else head + 1
-        for first, path in segments:
-            for offset, record in scan_records(path, upto=head):
-                index.add(
-                    record.revision, record.timestamp, record.scope, record.key, first, offset
+        for i, (first, path) in enumerate(segments):
+            if first > head:
+                break
+            next_first = segments[i + 1][0] if i + 1 < len(segments) else None
+            part, used_file, scanned = load_segment_part(first, path, next_first, head)
+            index.loaded_files += used_file
+            index.scanned_bytes += scanned
+            if part.count:
+                if part.first != index.last + 1:
+                    raise CorruptionError(
+                        f"revision gap: the segment starts at {part.first}, "
+                        f"expected {index.last + 1}",
+                        path=path,
+                    )
+                index._append(part)
+            must_reach = head if next_first is None else min(next_first - 1, head)
+            if next_first is not None and part.last < must_reach:  # the newest may be torn
+                raise CorruptionError(
+                    f"segment ends at revision {part.last}, before revision {must_reach}",
+                    path=path,
                 )
         return index
+
+    def _append(self, part: SegmentPart) -> None:
+        self._parts.append(part)
+        self._firsts.append(part.first)
+        self._first_times.append(part.timestamps[0])
+        self._count += part.count
 
     def add(self, revision: int, timestamp: int, scope: str, key: str, seg: int, off: int) -> None:
         """Index one appended record (revisions must arrive in order, gap-free)."""
         with self._lock:
-            if revision != self.first + len(self._offsets):
+            if revision != self.first + self._count:
                 raise AssertionError(f"index out of step at revision {revision}")
-            self._segments.append(seg)
-            self._offsets.append(off)
-            self._timestamps.append(timestamp)
-            keys = self._keys.get(scope)
-            if keys is None:
-                self._keys[scope] = {key: [revision]}
-            else:
-                revs = keys.get(key)
-                if revs is None:
-                    keys[key] = [revision]
-                else:
-                    revs.append(revision)
+            parts = self._parts
+            if parts and parts[-1].first == seg:
+                parts[-1].add(revision, timestamp, scope, key, off)
+                self._count += 1
+                return
+            if seg != revision:
+                raise AssertionError(f"index out of step at revision {revision} (segment {seg})")
+            part = SegmentPart(seg)
+            part.add(revision, timestamp, scope, key, off)
+            self._append(part)
 
     @property
     def last(self) -> int:
         """The newest indexed revision (``first - 1`` when empty)."""
-        return self.first + len(self._offsets) - 1
+        return self.first + self._count - 1
+
+    def _part(self, revision: int) -> SegmentPart:
+        if not self.first <= revision < self.first + self._count:
+            raise KeyError(revision)
+        return self._parts[bisect_right(self._firsts, revision) - 1]
 
     def location(self, revision: int) -> tuple[int, int]:
         """``(segment first revision, offset)`` of ``revision``; KeyError if not indexed."""
-        i = revision - self.first
-        if i < 0 or i >= len(self._offsets):
-            raise KeyError(revision)
-        return self._segments[i], self._offsets[i]
+        with self._lock:
+            part = self._part(revision)
+            return part.first, part.offsets[revision - part.first]
 
     def timestamp(self, revision: int) -> int:
         """The timestamp of an indexed revision."""
-        return self._timestamps[revision - self.first]
+        with self._lock:
+            part = self._part(revision)
+            return part.timestamps[revision - part.first]
 
     def revision_at_time(self, ms: int) -> int:
         """The newest revision with a timestamp at or before ``ms`` (``first - 1`` if none)."""
         with self._lock:
-            return self.first + bisect.bisect_right(self._timestamps, ms) - 1
+            i = bisect_right(self._first_times, ms) - 1
+            if i < 0:
+                return self.first - 1
+            part = self._parts[i]
+            return part.first + bisect_right(part.timestamps, ms) - 1
 
     def first_revision_from_time(self, ms: int) -> int:
         """The oldest revision with a timestamp at or after ``ms``."""
         with self._lock:
-            return self.first + bisect.bisect_left(self._timestamps, ms)
+            i = bisect_left(self._first_times, ms) - 1  # timestamps never decrease
+            if i < 0:
+                return self.first
+            part = self._parts[i]
+            return part.first + bisect_left(part.timestamps, ms)
 
-    def key_revisions(self, scope: str, key: str, low: int, high: int) -> list[int]:
-        """Revisions of ``scope/key`` within ``[low, high]``, oldest first."""
+    def key_locations(
+        self, scope: str, key: str, low: int, high: int
+    ) -> list[tuple[int, int, int, bool]]:
+        """Where the revisions of ``scope/key`` within ``[low, high]`` may be, oldest first.
+
+        Each is ``(revision, segment first revision, offset, found in a key index file)``:
+        candidates, found by the key's hash (:meth:`key_records` keeps the key's own).
+        """
+        hashed = key_hash(scope, key)
+        found = []
         with self._lock:
-            revs = self._keys.get(scope, {}).get(key)
-            if not revs:
-                return []
-            return revs[bisect.bisect_left(revs, low) : bisect.bisect_right(revs, high)]
+            for part in self._parts:
+                if part.first > high:
+                    break
+                if part.last < low:
+                    continue
+                first, offsets, from_file = part.first, part.offsets, part.table_records
+                for revision in part.revisions(hashed):
+                    if low <= revision <= high:
+                        at = revision - first
+                        found.append((revision, first, offsets[at], at < from_file))
+        return found
+
+    def key_records(
+        self, directory: str, scope: str, key: str, low: int, high: int, salts: dict[str, int]
+    ) -> list[EventRecord]:
+        """The records of ``scope/key`` within ``[low, high]``, read and checked, oldest first.
+
+        Each candidate (:meth:`key_locations`) is read from its segment and checked
+        (checksum, revision), and kept if it is of this key: the key index files only
+        narrow the search, the log answers. If a record found through one is not where it
+        says, that segment is read in full instead and the read repeated. ``salts`` caches
+        each segment's checksum salt by path.
+
+        Raises:
+            RecordVanished: a segment was deleted (compacted) while being read.
+            CorruptionError: a record (found by reading its segment) is damaged.
+        """
+        while True:  # each retry has one key index file fewer to go wrong
+            records = []
+            for revision, first, offset, from_file in self.key_locations(scope, key, low, high):
+                path = os.path.join(directory, segment_name(first))
+                try:
+                    salt = salts.get(path)
+                    if salt is None:
+                        salt = salts[path] = segment_salt(path)
+                    record = read_record_at(path, offset, revision, salt)
+                except FileNotFoundError:
+                    raise RecordVanished(revision) from None
+                except CorruptionError as exc:
+                    if not from_file:
+                        raise
+                    log.warning("evstate: a key index disagrees with its segment (%s)", exc)
+                    self.reindex_segment(first, path)
+                    break
+                if record.scope == scope and record.key == key:  # else another key's hash
+                    records.append(record)
+            else:
+                return records
+
+    def reindex_segment(self, first: int, path: str) -> None:
+        """Replace what segment ``first``'s key index file gave with its records, read.
+
+        Raises:
+            CorruptionError: the segment holds fewer of those revisions than the file said.
+        """
+        with self._lock:
+            i = bisect_right(self._firsts, first) - 1
+            part = self._parts[i] if i >= 0 and self._firsts[i] == first else None
+            covered = part.table_records if part is not None else 0
+        if part is None or not covered:
+            return
+        fresh = SegmentPart(first)
+        index_segment(fresh, path, start=HEADER_SIZE, upto=first + covered - 1)
+        if fresh.count != covered:
+            raise CorruptionError(
+                f"segment ends at revision {fresh.last}, before revision {first + covered - 1}",
+                path=path,
+            )
+        with self._lock:  # the records appended meanwhile stay, after the re-read ones
+            fresh.offsets.extend(part.offsets[covered:])
+            fresh.timestamps.extend(part.timestamps[covered:])
+            for hashed, revisions in part.keys.items():
+                fresh.keys.setdefault(hashed, []).extend(revisions)
+            self._parts[i] = fresh

@@ -1,9 +1,9 @@
 """Every byte layout and file name of a file store, in one place: docs/format.md.
 
-The writers and readers of :mod:`segment`, :mod:`snapshot`, :mod:`cursors` and
-:mod:`lock` import their constants from here and restate none of them; each block names
-the section of docs/format.md that describes it, and ``tests/test_format_doc.py`` checks
-the tables there against these sizes.
+The writers and readers of :mod:`segment`, :mod:`snapshot`, :mod:`cursors`, :mod:`lock`
+and :mod:`key_index` import their constants from here and restate none of them; each block
+names the section of docs/format.md that describes it, and tests check the tables there
+against these sizes (``tests/test_format_doc.py``, ``tests/unit/test_key_index_files.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ __all__ = [
     "FRAME_SIZE",
     "HEAD_FILE",
     "HEAD_FILE_VERSION",
+    "KEY_INDEX_ENTRY_BYTES",
+    "KEY_INDEX_HEADER",
+    "KEY_INDEX_MAGIC",
+    "KEY_INDEX_NAME_RE",
+    "KEY_INDEX_VERSION",
+    "KEY_INDEX_TMP_SUFFIX",
     "LOCK_FILE",
     "MAX_RECORD_BYTES",
     "PAYLOAD_PREFIXES",
@@ -35,6 +41,7 @@ __all__ = [
     "SNAPSHOT_VERSION",
     "TRAILER_TAG",
     "TRIGGERS_FILE",
+    "key_index_name",
     "segment_name",
     "snapshot_name",
 ]
@@ -82,6 +89,19 @@ LOCK_FILE: Final = "LOCK"
 HEAD_FILE: Final = "HEAD"  # the durable head at the last clean close (a framed CBOR map)
 HEAD_FILE_VERSION: Final = 1
 
+# ---- docs/format.md section 11: key index files -------------------------------------------
+# magic 4s | version u16 | flags u16 | first_revision u64 | segment_header_crc u32 |
+# records u32 | covered_size u64 | last_offset u64 | last_crc u32 | body_crc u32 |
+# reserved u32 | header_crc u32 (over bytes 0..51); then the body:
+# timestamps i64 x records | offsets u32 x records | keys u64 x records (ascending:
+# key_hash << 32 | revision - first_revision)
+KEY_INDEX_MAGIC: Final = b"EVKI"
+KEY_INDEX_VERSION: Final = 1
+KEY_INDEX_HEADER: Final = struct.Struct("<4sHHQIIQQIIII")  # 56 bytes
+KEY_INDEX_NAME_RE: Final = re.compile(r"^(\d{20})\.keys$")
+KEY_INDEX_TMP_SUFFIX: Final = ".tmp"  # written as <name>.keys.tmp, renamed into place
+KEY_INDEX_ENTRY_BYTES: Final = 20  # per revision: timestamp i64, offset u32, key u64
+
 
 def segment_name(first_revision: int) -> str:
     """File name of the segment whose first record has ``first_revision`` (sorts with ``ls``)."""
@@ -91,3 +111,8 @@ def segment_name(first_revision: int) -> str:
 def snapshot_name(revision: int) -> str:
     """File name of the snapshot of ``revision`` (sorts with ``ls``)."""
     return f"{revision:020d}.snap"
+
+
+def key_index_name(first_revision: int) -> str:
+    """File name of the key index of the segment whose first record has ``first_revision``."""
+    return f"{first_revision:020d}.keys"

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from evstate.backends.file.diskio import DiskIO
+from evstate.backends.file.index import segment_salt
+from evstate.backends.file.key_index_writer import KeyIndexWriter
 from evstate.backends.file.layout import segment_name
 from evstate.backends.file.segment import (
     FRAME_SIZE,
@@ -48,16 +50,6 @@ class _Segment:
     salt: int  # mixed into every record checksum of this segment (docs/format.md section 3)
     pins: int = 0  # fsyncs in flight on this fd; it is closed only at zero
     retired: bool = False
-
-
-def _header_salt(path: str) -> int:
-    """The record-checksum salt in the header of segment ``path``."""
-    with open(path, "rb") as f:
-        header = f.read(HEADER_SIZE)
-    try:
-        return read_header(header)[1]
-    except ValueError as exc:
-        raise CorruptionError(f"bad segment header: {exc}", path=path, offset=0) from None
 
 
 class SegmentLog:
@@ -99,6 +91,7 @@ class SegmentLog:
         self._closed = False
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
+        self.key_indexes = KeyIndexWriter(directory, self.io)  # docs/format.md section 11
 
     # ---- recovery -------------------------------------------------------------------
 
@@ -250,7 +243,7 @@ class SegmentLog:
         if files:
             first, path = files[-1]
             size = os.path.getsize(path)
-            salt = _header_salt(path)  # the newest segment may not have been read (a snapshot)
+            salt = segment_salt(path)  # the newest segment may not have been read (a snapshot)
             self._active = _Segment(path, first, self.io.open_append(path), size, salt)
             # A crashed writer's last records (and the newest segment's name) may still be
             # only in the page cache: make them durable before anything reads, acknowledges
@@ -261,6 +254,7 @@ class SegmentLog:
             self.head_revision = max(self.head_revision, after)
             self._active = self._create_segment(self.head_revision + 1)
         self._written = self._durable = self.head_revision
+        self.key_indexes.start(self._segment_files())
         if self.fsync_mode == "interval":
             self._syncer = threading.Thread(
                 target=self._sync_loop, name="evstate-fsync", daemon=True
@@ -357,6 +351,7 @@ class SegmentLog:
         if old.pins == 0:
             self.io.close(old.fd)
         self._active = new
+        self.key_indexes.sealed(old.first_revision, old.path, new.first_revision)
         return new
 
     def roll_now(self) -> None:
@@ -380,21 +375,23 @@ class SegmentLog:
     def delete_segments_through(self, revision: int) -> list[str]:
         """Delete sealed segments whose records are all at or below ``revision``.
 
-        Never deletes the active segment. The deletions are made durable (directory
-        fsync) before returning. Returns the deleted paths.
+        Never deletes the active segment; a segment's key index file is removed just before
+        it. The deletions are made durable (directory fsync) before returning. Returns the
+        deleted paths.
         """
         files = self._segment_files()
         active = self._active.path if self._active else None
         doomed = [
-            path
-            for (_first, path), (next_first, _) in itertools.pairwise(files)
+            (first, path)
+            for (first, path), (next_first, _) in itertools.pairwise(files)
             if next_first - 1 <= revision and path != active
         ]
-        for path in doomed:
+        self.key_indexes.forget(doomed)  # first: never an index file without its segment
+        for _first, path in doomed:
             self.io.remove(path)
         if doomed:
             self.io.fsync_dir(self.directory)
-        return doomed
+        return [path for _first, path in doomed]
 
     def _fail(self, exc: BaseException) -> None:
         with self._sync_cond:
@@ -489,10 +486,13 @@ class SegmentLog:
         self._stop.set()
         if self._syncer is not None:
             self._syncer.join()
+        newest = None  # the open segment, once flushed: its key index is written
         try:
             if self._failed is None and self._active is not None:
                 self.flush()
+                newest = (self._active.first_revision, self._active.path)
         finally:
+            self.key_indexes.close(newest)
             seg = self._active
             if seg is not None:
                 self.io.close(seg.fd)

@@ -100,6 +100,7 @@ class FileStore(Store):
             fsync_interval_ms=config.fsync_interval_ms,
             io=io,
         )
+        timeline.key_index_feed = segment_log.key_indexes.record
         apply = table.apply
         for record in segment_log.recover(after=base, must_reach=read_head(self._path, io)):
             apply(record)

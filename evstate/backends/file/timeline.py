@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from evstate.backends.file.diskio import DiskIO
-from evstate.backends.file.index import LogIndex, read_record_at, scan_records, segment_salt
+from evstate.backends.file.index import LogIndex, RecordVanished, read_record_at, scan_records
 from evstate.backends.file.maintenance import read_head
 from evstate.backends.file.segment import HEADER_SIZE, list_segments, read_header, scan_segment
 from evstate.backends.file.snapshot import (
@@ -82,6 +82,8 @@ class FileTimeline:
         self._index_build = threading.Lock()
         self._generation = 0  # bumped by forget_index: an index built across it is stale
         self._oldest_seen: int | None = None
+        # The owner's key index writer is fed every record it appends (a follower: None).
+        self.key_index_feed: Callable[[int, int, str, str, int, int], None] | None = None
         self._salts: dict[str, int] = {}  # segment path -> its record-checksum salt
 
     def _note(self, text: str) -> None:
@@ -97,6 +99,8 @@ class FileTimeline:
     def recorded(self, record: EventRecord, segment: int, offset: int) -> None:
         """Index an applied record, if the index exists or is being built (lock held)."""
         entry = (record.revision, record.timestamp, record.scope, record.key, segment, offset)
+        if self.key_index_feed is not None:
+            self.key_index_feed(*entry)
         if self._index is not None:
             self._index.add(*entry)
         elif self._pending is not None:
@@ -193,19 +197,10 @@ class FileTimeline:
 
     def key_records(self, scope: str, key: str, low: int, high: int) -> list[EventRecord]:
         """Records of one key with revisions in ``[low, high]``, oldest first."""
-        index = self.index()
-        records = []
-        for revision in index.key_revisions(scope, key, low, high):
-            first, offset = index.location(revision)
-            path = os.path.join(self.directory, f"{first:020d}.log")
-            try:
-                salt = self._salts.get(path)
-                if salt is None:
-                    salt = self._salts[path] = segment_salt(path)
-                records.append(read_record_at(path, offset, revision, salt))
-            except FileNotFoundError:
-                raise compacted(revision, self.oldest_revision()) from None
-        return records
+        try:
+            return self.index().key_records(self.directory, scope, key, low, high, self._salts)
+        except RecordVanished as exc:
+            raise compacted(exc.revision, self.oldest_revision()) from None
 
     def scan(self, low: int, high: int, progress: Progress | None = None) -> Iterator[EventRecord]:
         """Stream records with revisions in ``[low, high]``, one segment in memory at a time.
