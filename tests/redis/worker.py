@@ -2,6 +2,8 @@
 
 python -m tests.redis.worker URL increment N
     N increments of counters/c, then prints "done".
+python -m tests.redis.worker URL update N OPS_JSON
+    N updates of counters/c with the wire ops OPS_JSON, then prints "done".
 python -m tests.redis.worker URL trigger NAME OUTFILE SLEEP_MS
     registers trigger NAME (scope "in", start "earliest"); each event appends its revision
     to OUTFILE (flushed: an external effect), sleeps, and increments out/count through
@@ -10,6 +12,7 @@ python -m tests.redis.worker URL trigger NAME OUTFILE SLEEP_MS
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -21,12 +24,12 @@ from evstate.backends.redis.client import BackendUnavailableError
 from evstate.backends.redis.store import open_redis
 
 
-def increment(url: str, n: int) -> None:
+def increment(url: str, n: int, ops: list[Any] | None = None) -> None:
     with open_redis(url) as store:
         done = 0
         while done < n:
             try:
-                store.update("counters", "c", [UpdateOp.increment("n", 1)])
+                store.update("counters", "c", ops or [UpdateOp.increment("n", 1)])
                 done += 1
             except BackendUnavailableError:
                 time.sleep(0.05)
@@ -56,5 +59,7 @@ if __name__ == "__main__":
     url, mode, *args = sys.argv[1:]
     if mode == "increment":
         increment(url, int(args[0]))
+    elif mode == "update":
+        increment(url, int(args[0]), json.loads(args[1]))
     else:
         trigger(url, args[0], args[1], int(args[2]))

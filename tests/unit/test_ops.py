@@ -1,9 +1,18 @@
-"""Unit tests for evstate.ops: UpdateOp wire shapes, parse_ops and the section 3.3 rule matrix."""
+"""Unit tests for evstate.ops: UpdateOp wire shapes, parse_ops and the section 3.3 rule matrix.
+
+Every case runs twice: ``[python]`` with the Python op engine alone, and ``[redis]`` with the
+redis adapter's ``UPDATE`` script (its Lua fast path, on a real redis-server) beside it: each
+``apply_update_ops`` call of the case is also run in Redis and must give the same stored text
+and errors whenever the script does not decline (tests/redis/op_engines.py). The ``[redis]``
+half is skipped without a redis-server binary (a failure under ``EVSTATE_REQUIRE_REDIS=1``).
+"""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,8 +32,51 @@ from evstate.ops import (
     UpdateOp,
     parse_ops,
 )
-from evstate.ops_apply import apply_update_ops
+from evstate.ops_apply import apply_update_ops as python_apply_update_ops
 from evstate.values import validate_value
+
+# ------------------------------------------------------------------ the two engines
+
+_SECOND_ENGINE: list[Any] = []  # the redis fast path, while the [redis] half runs
+
+
+@pytest.fixture(scope="session")
+def redis_fast_path(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Any]:
+    from tests.redis.op_engines import FastPathEngine
+    from tests.redis.server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("ops-redis"), appendfsync="no").start()
+    engine = FastPathEngine(server.url)
+    yield engine
+    summary = engine.report()  # shown after pytest's own summary (output is captured here)
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        pytestconfig.add_cleanup(lambda: reporter.write_line(summary))
+    engine.close()
+    server.stop()
+
+
+@pytest.fixture(scope="module", params=["python", "redis"], autouse=True)
+def op_engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Module-scoped, so hypothesis's tests can run under both engines too."""
+    if request.param == "redis":
+        _SECOND_ENGINE.append(request.getfixturevalue("redis_fast_path"))
+    yield request.param
+    _SECOND_ENGINE.clear()
+
+
+def apply_update_ops(
+    current: Any, ops: list[ParsedOp], *, missing: bool
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The Python engine; under ``[redis]`` the fast path must agree with it."""
+    old_text = None if missing else json.dumps(current, separators=(",", ":"), ensure_ascii=False)
+    new, errors = python_apply_update_ops(current, ops, missing=missing)
+    for second in _SECOND_ENGINE:
+        second.check(None if old_text is None else old_text.encode(), ops, new, errors)
+    return new, errors
+
 
 I64_MIN, I64_MAX, U64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 MISSING = object()  # marks "the key does not exist" in tables

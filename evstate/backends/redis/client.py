@@ -15,9 +15,12 @@ Values are stored as compact JSON text (UTF-8), as the iii engine's redis adapte
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +39,7 @@ from evstate.backends.redis.read_scripts import (
     SCOPES,
 )
 from evstate.backends.redis.scripts import COMMIT, EXPIRE, INIT, PUT, TRIM
+from evstate.backends.redis.update_script import UPDATE, UPDATE_FUNCTION, UPDATE_LIBRARY
 from evstate.errors import BackendUnavailableError, CorruptionError, StorageError
 from evstate.events import EVENT_TYPE_CODES, EXTRA_BATCH, EXTRA_REASON, EventRecord
 from evstate.values import deadline_of, encode_value, strip_deadline, with_deadline
@@ -49,6 +53,8 @@ __all__ = [
     "json_to_cbor",
     "load_value",
     "new_request_id",
+    "pack_bulk",
+    "pack_command",
     "parse_entry",
     "redact_url",
     "sleep_jitter",
@@ -57,11 +63,13 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger("evstate")
 
 _SCRIPTS = {
     "init": INIT,
     "commit": COMMIT,
     "put": PUT,
+    "update": UPDATE,
     "lease": LEASE,
     "register": REGISTER,
     "replay": REPLAY,
@@ -76,8 +84,16 @@ _SCRIPTS = {
     "expire": EXPIRE,
     "lock": LOCK,
 }
+_FUNCTIONS = {"update": (UPDATE_LIBRARY, UPDATE_FUNCTION)}  # name -> (library, function)
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _TRANSIENT_REPLIES = ("READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+class _Lane(threading.local):
+    """A thread's own connection for :meth:`Backend.call_packed`, and whose it is."""
+
+    conn: Any = None
+    owner: tuple[int, int] = (0, 0)  # (process id, id of the client it was made for)
 
 
 def redact_url(url: str) -> str:
@@ -244,6 +260,10 @@ class Backend:
         except ValueError as exc:
             raise StorageError(f"bad redis_url {self.safe_url}: {exc}") from None
         self._scripts = {name: self.client.register_script(src) for name, src in _SCRIPTS.items()}
+        self._functions = True  # call_packed: FCALL until the server refuses functions
+        self._lane = _Lane()  # call_packed: each thread's own connection
+        self._lanes: weakref.WeakSet[Any] = weakref.WeakSet()  # all of them, to close
+        self._lanes_lock = threading.Lock()
         self._closed = threading.Event()
 
     def new_client(self, *, socket_timeout: float) -> redis.Redis:
@@ -307,15 +327,114 @@ class Backend:
 
         return self.run(what or name, run)
 
+    def call_packed(self, name: str, nkeys: int, packed: bytes, count: int, what: str = "") -> Any:
+        """Run ``name`` (``update``) on ``count`` arguments packed by :func:`pack_bulk`.
+
+        The first ``nkeys`` of them are its keys. The same contract as :meth:`script`
+        (retries, error mapping), on the hot path of ``update``, with three differences that
+        more than halve its CPU cost:
+
+        * it calls the code as a Redis *function* (``FCALL``; the library is loaded with
+          ``FUNCTION LOAD`` on first use and again after a ``Function not found``), whose
+          definitions are made once per load instead of once per call. A server that
+          refuses functions (an ACL, no such command) gets the ``EVALSHA`` script instead,
+          the same Lua source;
+        * the command is packed by the caller and sent without redis-py's generic command
+          machinery (argument encoding, hooks);
+        * on the calling thread's own connection (:meth:`_send`).
+        """
+        return self.run(what or name, lambda c: self._call_packed(c, name, nkeys, packed, count))
+
+    def _call_packed(self, client: Any, name: str, nkeys: int, packed: bytes, count: int) -> Any:
+        library, function = _FUNCTIONS[name]
+        for _ in range(3):
+            functions = self._functions
+            verb = [b"FCALL", function.encode()] if functions else [b"EVALSHA", self.sha(name)]
+            command = pack_command([*verb, b"%d" % nkeys], packed, count)
+            try:
+                return self._send(client, command)
+            except redis.exceptions.NoScriptError:
+                client.script_load(self._scripts[name].script)  # a restarted or flushed Redis
+            except redis.exceptions.ResponseError as exc:
+                message = str(exc)
+                if functions and "Function not found" in message:
+                    self._load_library(client, library)  # first use, or a flushed server
+                elif functions and ("unknown command" in message or "'fcall'" in message):
+                    self._functions = False  # no functions here, or an ACL forbids FCALL
+                else:
+                    raise
+        raise StorageError(f"Redis at {self.safe_url} keeps losing script {name!r}")
+
+    def sha(self, name: str) -> bytes:
+        """The SHA1 of script ``name`` (for ``EVALSHA``)."""
+        return str(self._scripts[name].sha).encode()
+
+    def _load_library(self, client: Any, library: str) -> None:
+        """``FUNCTION LOAD REPLACE``; a server that refuses it gets the script from now on."""
+        try:
+            client.function_load(library, replace=True)
+        except redis.exceptions.ResponseError as exc:
+            if str(exc).startswith(_TRANSIENT_REPLIES):
+                raise
+            log.info("evstate: Redis refused FUNCTION LOAD (%s); using EVALSHA", exc)
+            self._functions = False
+
+    def _send(self, client: Any, packed: bytes) -> Any:
+        """Send one packed command on this thread's own connection; return the reply.
+
+        Each thread keeps one connection for :meth:`call_packed` (made like the pool's, and
+        closed with the pool), which spares the pool's bookkeeping on every call: a lock
+        and connection-state hooks cost as much as packing the command. A connection that
+        failed mid-call is closed and replaced by the next call; a forked child makes its own.
+        """
+        lane = self._lane
+        conn = lane.conn
+        if conn is None or lane.owner != (os.getpid(), id(client)):
+            conn = self._new_lane(client)
+        try:
+            conn.send_packed_command([packed])
+            return conn.read_response()
+        except redis.exceptions.ResponseError:
+            raise  # a whole error reply was read: the connection stays usable
+        except BaseException:
+            lane.conn = None
+            conn.disconnect()  # the reply may be half read: never reuse this connection
+            raise
+
+    def _new_lane(self, client: Any) -> Any:
+        pool = client.connection_pool
+        conn = pool.connection_class(**dict(pool.connection_kwargs))  # as the pool makes one
+        self._lane.conn, self._lane.owner = conn, (os.getpid(), id(client))
+        with self._lanes_lock:
+            self._lanes.add(conn)
+        return conn
+
     def close(self) -> None:
-        """Stop retrying and close every pooled connection."""
+        """Stop retrying and close every pooled connection (and every thread's own)."""
         self._closed.set()
         self.client.close()
+        with self._lanes_lock:
+            lanes = list(self._lanes)
+        for conn in lanes:
+            conn.disconnect()
 
 
 def new_request_id() -> str:
-    """A unique id for one write (retries of that write reuse it)."""
-    return uuid.uuid4().hex
+    """A unique id for one write (retries of that write reuse it): 128 random bits, in hex."""
+    return os.urandom(16).hex()
+
+
+def pack_bulk(parts: Sequence[bytes]) -> bytes:
+    """``parts`` as RESP bulk strings (command arguments), concatenated."""
+    return b"".join([b"$%d\r\n%s\r\n" % (len(part), part) for part in parts])
+
+
+def pack_command(parts: Sequence[bytes], tail: bytes = b"", tail_count: int = 0) -> bytes:
+    """``parts`` as one RESP command (an array of bulk strings), ready to send.
+
+    ``tail``: ``tail_count`` more arguments, already packed by :func:`pack_bulk`.
+    """
+    return b"*%d\r\n" % (len(parts) + tail_count) + pack_bulk(parts) + tail
 
 
 def sleep_jitter(attempt: int) -> None:

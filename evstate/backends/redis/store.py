@@ -7,8 +7,9 @@ Redis database; together they behave as one store (docs/scaling.md):
   compact JSON text), so an iii engine configured with the same Redis reads it;
 - every write is ONE Lua script that changes the hash, takes the next revision and appends
   the event to the stream ``evstate:log`` (entry ID = revision): atomic, gap-free, ordered;
-- ``update`` applies the iii op rules in Python (the one implementation) with
-  compare-and-set, so concurrent updates from every process are exact;
+- ``update`` applies the iii op rules inside Redis (the ``UPDATE`` function) where it can
+  reproduce the Python engine exactly, else in Python with compare-and-set, so concurrent
+  updates from every process are exact;
 - history, ``at()``, ``restore_to()`` and retention read the stream and snapshots kept in
   Redis; triggers are consumer groups fenced by leases (:mod:`evstate.backends.redis.triggers`).
 

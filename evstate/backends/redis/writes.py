@@ -3,12 +3,15 @@
 ``set`` and ``delete`` need no read beforehand: the script reads the old value, writes the
 hash, takes the next revision and appends the stream entry in one atomic step.
 
-``update`` keeps ONE implementation of the iii op rules (:func:`evstate.ops.apply_update_ops`)
-by optimistic concurrency: read the old JSON text, apply the ops in Python, and commit with a
-compare-and-set on that text. If another writer changed the key in between, the script
-writes nothing and answers ``conflict``; the update is recomputed from the new value and
-tried again. Threads of one process take a per-key lock first, so they never conflict with
-each other; only writers in other processes can cause a retry.
+``update`` first runs the ``UPDATE`` script (:mod:`.update_script`): it applies the ops
+inside Redis and writes like ``PUT``, in one atomic step, so concurrent updates of one key
+never retry. It does only what it can reproduce byte for byte from the Python op engine
+(:func:`evstate.ops_apply.apply_update_ops`, the reference) and otherwise *declines* before
+writing anything, answering with the text it read. Then the update runs in Python with
+optimistic concurrency: apply the ops to that text, and commit with a compare-and-set on it.
+If another writer changed the key in between, the script writes nothing and answers
+``conflict``; the update is recomputed from the new value and tried again. Threads of one
+process take a per-key lock for this path, so they never conflict with each other.
 
 Trigger commits (a handler's writes through ``event.store`` plus the cursor move, or a dead
 letter) are the same script with more parts, fenced by the trigger's lease.
@@ -17,6 +20,7 @@ letter) are the same script with more parts, fenced by the trigger's lease.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +32,7 @@ from evstate.backends.redis.client import (
     json_to_cbor,
     load_value,
     new_request_id,
+    pack_bulk,
     sleep_jitter,
 )
 from evstate.backends.redis.scripts import (
@@ -41,6 +46,7 @@ from evstate.backends.redis.scripts import (
     state_key,
     trigger_key,
 )
+from evstate.backends.redis.update_plan import UpdatePlan, plan_update, reply_errors
 from evstate.core.writes import Write, expected_matches, plan_records
 from evstate.errors import StorageError
 from evstate.events import EXTRA_BATCH, EventRecord
@@ -50,14 +56,18 @@ from evstate.values import decode_value, encode_value
 
 __all__ = [
     "Committed",
+    "FastUpdate",
     "Fence",
     "HashWrite",
     "MAX_CONFLICT_SECONDS",
     "Writer",
 ]
 
+log = logging.getLogger("evstate")
 MAX_CONFLICT_SECONDS = 30.0
 _NO_KEY = b"evstate:-"  # placeholder for an unused script key (never written)
+_META, _LOG, _TTL = META.encode(), LOG.encode(), TTL.encode()
+_REQUEST_TTL = str(REQUEST_TTL_MS).encode()
 
 
 class HashWrite(NamedTuple):
@@ -97,6 +107,41 @@ class Committed(NamedTuple):
     timestamp: int
     olds: list[bytes | None]
     revisions: tuple[int, ...] = ()
+
+
+class FastUpdate(NamedTuple):
+    """What one run of the ``UPDATE`` script did.
+
+    ``status`` ``ok`` (applied: the commit, the old and new texts, the errors), ``dup`` (an
+    earlier attempt of the same request was applied: the commit and the texts of its stream
+    entry, ``new`` ``None`` if that entry is gone) or ``fallback`` (it declined for
+    ``reason`` and wrote nothing; ``old`` is the live text it read, ``None`` for missing).
+    """
+
+    status: str
+    done: Committed | None
+    old: bytes | None
+    new: bytes | None
+    errors: list[dict[str, Any]]
+    reason: str = ""
+
+
+def _applied(reply: bytes, static: Sequence[tuple[int, str, str]]) -> FastUpdate:
+    """Parse the string the ``UPDATE`` script returns when it applied the ops."""
+    head, _, body = reply.partition(b"\n")
+    _, revision, timestamp, old_size, new_size = head.split(b" ")
+    at = max(int(old_size), 0)
+    old = body[:at] if int(old_size) >= 0 else None
+    new = body[at : at + int(new_size)]
+    at += int(new_size)
+    found: list[bytes] = []
+    while at < len(body):  # '<op index> <code> <bytes of message>\n' message, per failed op
+        line, _, rest = body[at:].partition(b"\n")
+        index, code, size = line.split(b" ")
+        found += [index, code, rest[: int(size)]]
+        at += len(line) + 1 + int(size)
+    done = Committed("ok", int(revision), int(timestamp), [old], (int(revision),))
+    return FastUpdate("ok", done, old, new, reply_errors(static, found))
 
 
 def _revisions(text: bytes) -> tuple[int, ...]:
@@ -244,16 +289,35 @@ class Writer:
     def update(
         self, scope: str, key: str, ops: list[ParsedOp]
     ) -> tuple[Committed, bytes, list[dict[str, Any]]]:
-        """Apply ``ops`` atomically (compare-and-set loop); returns (commit, new text, errors).
+        """Apply ``ops`` atomically; returns (commit, new text, errors).
+
+        The ``UPDATE`` script first; if it declines (or :func:`plan_update` rules it out),
+        the compare-and-set loop in Python, starting from the text the script read.
 
         Raises:
             StorageError: the key kept changing for ``MAX_CONFLICT_SECONDS``.
         """
+        plan = plan_update(ops)
+        first: tuple[bytes | None] | None = None
+        if plan is not None:
+            fast = self.update_fast(scope, key, plan)
+            if fast.status == "ok":
+                assert fast.done is not None and fast.new is not None
+                return fast.done, fast.new, fast.errors
+            if fast.status == "dup":  # applied by an attempt whose reply was lost
+                assert fast.done is not None
+                return self._replayed(scope, key, ops, fast)
+            if fast.reason.startswith("lua:"):  # a fault of the Lua engine, not a decline
+                log.warning(
+                    "evstate: the UPDATE script failed (%s); updated in Python", fast.reason
+                )
+            first = (fast.old,)
         lock = self._stripes[hash((scope, key)) % len(self._stripes)]
         deadline = time.monotonic() + MAX_CONFLICT_SECONDS
         with lock:
             for attempt in itertools.count(1):
-                old = self.read_live(scope, key)[0]
+                old = first[0] if first is not None else self.read_live(scope, key)[0]
+                first = None
                 current = {} if old is None else load_value(old, f"{scope}/{key}")
                 new_value, errors = apply_update_ops(current, ops, missing=old is None)
                 new = dump_value(new_value)
@@ -267,6 +331,43 @@ class Writer:
                     )
                 sleep_jitter(attempt)
         raise AssertionError("unreachable")
+
+    def update_fast(self, scope: str, key: str, plan: UpdatePlan) -> FastUpdate:
+        """Run the ``UPDATE`` script once (retried transparently: its request id dedups).
+
+        Returns its outcome: ``ok``, ``fallback`` (nothing written) or ``dup`` (an earlier
+        attempt of this call was applied; ``old``/``new`` from its stream entry).
+        """
+        request = request_key(new_request_id()).encode()
+        keys = [_META, _LOG, request, state_key(scope), _TTL]
+        packed = pack_bulk([*keys, _REQUEST_TTL, _name(scope), _name(key)]) + plan.packed
+        reply = self.backend.call_packed("update", 5, packed, 8 + plan.nargs, "write")
+        if isinstance(reply, bytes):  # applied: one string (see update_script.LUA_UPDATE)
+            return _applied(reply, plan.static_errors)
+        status = reply[0].decode()
+        if status == "dup":
+            revision, timestamp = (int(part) for part in reply[1].split(b":")[:2])
+            done = Committed("ok", revision, timestamp, [reply[2]], (revision,))
+            return FastUpdate("dup", done, reply[2], reply[3], [])
+        return FastUpdate("fallback", None, reply[1], None, [], reply[2].decode())
+
+    def _replayed(
+        self, scope: str, key: str, ops: list[ParsedOp], fast: FastUpdate
+    ) -> tuple[Committed, bytes, list[dict[str, Any]]]:
+        """The answer to an update whose reply was lost, rebuilt from its stream entry.
+
+        The entry holds the old and new texts; the errors come from applying the ops again,
+        in Python, to the old text (the engines agree: the op matrix). If the entry is gone
+        already (compacted within the request window, which needs a very short retention),
+        the answer is the best left: the key's current value, old value unknown, no errors.
+        """
+        assert fast.done is not None
+        if fast.new is None:
+            return fast.done._replace(olds=[None]), self.read_live(scope, key)[0] or b"null", []
+        old = fast.old
+        current = {} if old is None else load_value(old, f"{scope}/{key}")
+        errors = apply_update_ops(current, ops, missing=old is None)[1]
+        return fast.done, fast.new, errors
 
     def read_live(self, scope: str, key: str) -> tuple[bytes | None, int | None, int]:
         """``(JSON text or None, deadline or None, Redis's now)`` of ``scope/key``.
