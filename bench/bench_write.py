@@ -330,3 +330,59 @@ def test_set_fsync_always_16_threads(
         )
     )
     benchmark.extra_info.update(fig.detail, ratio=fig.ratio, solo_ops_s=solo)
+
+
+# ---- 16e: set, fsync=interval, vs a raw Python loop that encodes and appends the record ----
+
+CEILING_KEYS = 10_000
+CEILING_ROUNDS = 11
+
+
+def test_set_vs_python_ceiling(benchmark: Any, figures: Figures, tmp_path: Path) -> None:
+    """What a Python store could at best do per ``set``: encode the value and the record
+    (CBOR, as evstate's format), frame it with its checksum and ``write(2)`` it; no
+    validation, no table, no index, no lock."""
+    keys = [key_name(i) for i in range(CEILING_KEYS)]
+    values = [typical_value(i) for i in range(CEILING_KEYS)]
+    store = evstate.open(tmp_path / "evstate", fsync="interval")
+    fd = os.open(tmp_path / "raw.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    raw_times: list[float] = []
+    revision = [0]
+
+    def evstate_round() -> float:
+        set_ = store.set
+        t0 = time.perf_counter()
+        for k, v in zip(keys, values, strict=True):
+            set_(SCOPE, k, v)
+        return time.perf_counter() - t0
+
+    def raw_round() -> None:
+        dumps, write, stamp = cbor2.dumps, os.write, time.time_ns
+        rev = revision[0]
+        t0 = time.perf_counter()
+        for k, v in zip(keys, values, strict=True):
+            rev += 1
+            record = dumps([1, rev, stamp() // 1_000_000, 2, SCOPE, k, None, dumps(v)])
+            write(fd, frame(record))
+        raw_times.append(time.perf_counter() - t0)
+        revision[0] = rev
+
+    try:
+        ev_times = interleaved(benchmark, evstate_round, raw_round, rounds=CEILING_ROUNDS)
+    finally:
+        store.close()
+        os.close(fd)
+    ev = median_rate(CEILING_KEYS, ev_times)
+    raw = median_rate(CEILING_KEYS, drop_warmup(raw_times))
+    figures.add(
+        Figure(
+            "16e",
+            "set, fsync=interval, vs the Python ceiling",
+            ev,
+            raw,
+            "ops/s",
+            "raw loop: cbor2 + frame + write(2)",
+            "",
+            None,
+        )
+    )
