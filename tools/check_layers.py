@@ -7,7 +7,8 @@ The package is layered; a module may import only from its own layer or the layer
     root         evstate (__init__), evstate.aio, evstate.testing
     backends     evstate.backends.<name>.*   (file, memory, follower, redis)
     core         evstate.core.*
-    leaves       evstate.errors, values, config_schema, config, ops, ops_apply, events
+    leaves       evstate.errors, values, config_schema, config, ops, ops_apply, events,
+                 timings
 
 with these rules on top:
 
@@ -41,6 +42,7 @@ LEAF_RANKS = {
     "ops": 2,
     "ops_apply": 3,
     "events": 2,
+    "timings": 0,
 }
 
 # (importing backend, imported module prefix) -> why it is allowed.

@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     store, where = _open_store(args)
     code = 0
     try:
-        server = Server(store, host=args.host, port=args.port)
+        server = Server(store, host=args.host, port=args.port, console_writes=args.console_writes)
         run_loop(_serve_until_signal(server, store, where))
     except OSError as exc:
         host = args.host or store.config.server_host
@@ -192,5 +192,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--port",
         type=int,
         help="port, 1..65535, or 0 for any free one (default from config, else 49134)",
+    )
+    cmd.add_argument(
+        "--console-writes",
+        action="store_true",
+        help="let the web console change data (edit, delete, replay and drop parked events); "
+        "it only reads otherwise",
     )
     cmd.set_defaults(handler=run)

@@ -2,9 +2,11 @@
 
 A WebSocket server speaking the iii engine's worker protocol (docs/protocol.md) over one
 evstate store: path ``/`` serves workers (evstate.server.conn), ``/otel`` accepts the
-SDKs' telemetry and discards it, anything else is refused with HTTP 404. With an auth
+SDKs' telemetry and discards it, any other WebSocket is refused with HTTP 404. With an auth
 token configured, a client without ``Authorization: Bearer <token>`` is refused with HTTP
-401 during the handshake, before any state is touched.
+401 during the handshake, before any state is touched. Plain HTTP requests on the same
+port (the web console, ``/health``, ``/metrics``) and the console's own WebSocket go to
+:class:`~evstate.server.console.ConsoleSite` (docs/console.md).
 
 Three ways in:
 
@@ -25,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from http import HTTPStatus
 from urllib.parse import urlsplit
@@ -38,9 +41,11 @@ from evstate.config import Config
 from evstate.core.store import Store
 from evstate.errors import Error
 from evstate.server.conn import Connection
+from evstate.server.console import LIVE_PATH, ConsoleSite
 from evstate.server.event_loop import new_event_loop
 from evstate.server.event_loop import run as run_loop
 from evstate.server.hub import Hub
+from evstate.server.metrics import CallCounts, CountingStore
 from evstate.server.wire import WireConnection
 
 __all__ = [
@@ -65,13 +70,30 @@ def resolve_auth_token(config: Config) -> str | None:
     return config.server_auth_token or os.environ.get(AUTH_TOKEN_ENV) or None
 
 
+class _TrackedConnection(WireConnection):
+    """A :class:`WireConnection` that :meth:`Server.stop` can find before its handshake.
+
+    Browsers open spare connections and leave them idle (to send the next request sooner);
+    websockets' shutdown waits for every TCP connection, which for an idle one means its
+    ``open_timeout`` (10 s). The server aborts those at shutdown instead.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        _OPENING.add(self)
+
+
+_OPENING: weakref.WeakSet[_TrackedConnection] = weakref.WeakSet()
+
+
 class Server:
     """The engine over ``store``; run it on an asyncio loop with :meth:`start` / :meth:`stop`.
 
     ``host`` and ``port`` default to the config's ``server_host`` / ``server_port``
     (port 0 picks a free port: read :attr:`port` after :meth:`start`). ``auth_token``
-    defaults to :func:`resolve_auth_token`. The store stays yours: :meth:`stop` does not
-    close it.
+    defaults to :func:`resolve_auth_token`. ``console_writes`` lets the web console change
+    data (``evstate serve --console-writes``); it only reads otherwise. The store stays
+    yours: :meth:`stop` does not close it.
     """
 
     def __init__(
@@ -81,6 +103,7 @@ class Server:
         host: str | None = None,
         port: int | None = None,
         auth_token: str | None = None,
+        console_writes: bool = False,
     ) -> None:
         self.store = store
         self.config = store.config
@@ -90,6 +113,11 @@ class Server:
         self._ws_server: WsServer | None = None
         self._hub: Hub | None = None
         self._refusals = 0  # clients refused for want of the token (logged sparingly)
+        self.console_writes = console_writes
+        self.counts = CallCounts()  # store calls and errors, for /metrics
+        self._console: ConsoleSite | None = None
+        self.console_url: str | None = None
+        """``http://HOST:PORT/``, the web console's address, once started (the CLI logs it)."""
 
     @property
     def hub(self) -> Hub:
@@ -119,7 +147,15 @@ class Server:
             OSError: the address cannot be bound (in use, not permitted).
         """
         loop = asyncio.get_running_loop()
-        self._hub = Hub(self.store, self.store, self.config, loop)
+        self._hub = Hub(CountingStore(self.store, self.counts), self.store, self.config, loop)
+        self._console = ConsoleSite(
+            self.store,
+            self.counts,
+            auth_token=self.auth_token,
+            bind_host=self.host,
+            writes=self.console_writes,
+            workers=lambda: len(self.hub.connections),
+        )
         self._ws_server = await serve(
             self._handle,
             self.host,
@@ -130,8 +166,10 @@ class Server:
             # more CPU than it saves on loopback.
             compression=None,
             max_queue=64,
-            create_connection=WireConnection,
+            create_connection=_TrackedConnection,
         )
+        self._console.start()
+        self.console_url = "http://" + self.url.removeprefix("ws://") + "/"
         log.info("evstate serve: listening on %s", self.url)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
@@ -145,11 +183,20 @@ class Server:
             return
         server.close(close_connections=False)
         await self._hub.shutdown(grace)
+        if self._console is not None:
+            await self._console.stop()
+        for idle in [c for c in _OPENING if c.server is server and c.request is None]:
+            idle.transport.abort()  # no request yet: nothing in flight (see _TrackedConnection)
         await server.wait_closed()
         await asyncio.get_running_loop().run_in_executor(None, self._hub.router.shutdown_pool)
         self._ws_server = None
 
-    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _check_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        console = self._console
+        if console is not None and console.handles(request):
+            return await console.respond(connection, request)
         path = urlsplit(request.path).path
         if path not in ("/", "/otel"):
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
@@ -177,7 +224,11 @@ class Server:
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert isinstance(ws, WireConnection)
-        if urlsplit(ws.request.path if ws.request else "/").path == "/otel":
+        path = urlsplit(ws.request.path if ws.request else "/").path
+        if path == LIVE_PATH and self._console is not None:
+            await self._console.live.serve(ws)
+            return
+        if path == "/otel":
             # Telemetry (OTLP spans, logs, metrics): accepted so the SDK stops retrying,
             # and discarded.
             ws.start(lambda message: None)
@@ -201,8 +252,11 @@ class BackgroundServer:
         host: str = "127.0.0.1",
         port: int = 0,
         auth_token: str | None = None,
+        console_writes: bool = False,
     ) -> None:
-        self.server = Server(store, host=host, port=port, auth_token=auth_token)
+        self.server = Server(
+            store, host=host, port=port, auth_token=auth_token, console_writes=console_writes
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None

@@ -14,6 +14,9 @@ Nothing is ever written through a symbolic link: files are created exclusively
 from __future__ import annotations
 
 import os
+import time
+
+from evstate.timings import FSYNC_SECONDS
 
 __all__ = ["FAILPOINTS", "DiskIO"]
 
@@ -48,7 +51,9 @@ class DiskIO:
 
     def fsync(self, fd: int) -> None:
         """Make the file's data durable (``fdatasync``); raises OSError."""
+        started = time.perf_counter()
         os.fdatasync(fd)
+        FSYNC_SECONDS.observe(time.perf_counter() - started)  # evstate_fsync_seconds
 
     def fsync_dir(self, directory: str) -> None:
         """Make the directory's entries (creates, renames, unlinks) durable."""
