@@ -21,6 +21,7 @@ index's own lock only to copy what they need.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -68,24 +69,31 @@ def segment_salt(path: str) -> int:
 
 
 def read_record_at(
-    path: str, offset: int, revision: int | None = None, salt: int | None = None
+    path: str,
+    offset: int,
+    revision: int | None = None,
+    salt: int | None = None,
+    fd: int | None = None,
 ) -> EventRecord:
     """Read and check the event framed at ``offset`` of segment ``path``.
 
     For a batch record, ``revision`` picks the event (default: the first). ``salt`` is the
-    segment's (read from its header when not given).
+    segment's (read from its header when not given); ``fd``, the segment opened already
+    (reading many records of one segment opens it once).
 
     Raises:
         CorruptionError: the frame or its payload is bad.
     """
     if salt is None:
         salt = segment_salt(path)
-    with open(path, "rb") as f:
-        head = os.pread(f.fileno(), FRAME_SIZE, offset)
-        if len(head) < FRAME_SIZE:
-            raise CorruptionError("record header cut short", path=path, offset=offset)
-        length, _crc = FRAME.unpack(head)
-        data = head + os.pread(f.fileno(), length, offset + FRAME_SIZE)
+    if fd is None:
+        with open(path, "rb") as f:
+            return read_record_at(path, offset, revision, salt, f.fileno())
+    head = os.pread(fd, FRAME_SIZE, offset)
+    if len(head) < FRAME_SIZE:
+        raise CorruptionError("record header cut short", path=path, offset=offset)
+    length, _crc = FRAME.unpack(head)
+    data = head + os.pread(fd, length, offset + FRAME_SIZE)
     scan = scan_segment(data, start=0, salt=salt)
     if scan.bad_offset is not None or len(scan.records) != 1:
         raise CorruptionError(f"bad record ({scan.reason})", path=path, offset=offset)
@@ -276,25 +284,30 @@ class LogIndex:
         """
         while True:  # each retry has one key index file fewer to go wrong
             records = []
-            for revision, first, offset, from_file in self.key_locations(scope, key, low, high):
-                path = os.path.join(directory, segment_name(first))
-                try:
-                    salt = salts.get(path)
-                    if salt is None:
-                        salt = salts[path] = segment_salt(path)
-                    record = read_record_at(path, offset, revision, salt)
-                except FileNotFoundError:
-                    raise RecordVanished(revision) from None
-                except CorruptionError as exc:
-                    if not from_file:
-                        raise
-                    log.warning("evstate: a key index disagrees with its segment (%s)", exc)
-                    self.reindex_segment(first, path)
-                    break
-                if record.scope == scope and record.key == key:  # else another key's hash
-                    records.append(record)
-            else:
-                return records
+            with contextlib.ExitStack() as files:
+                opened: dict[str, int] = {}  # each segment opened once per call
+                for revision, first, offset, from_file in self.key_locations(scope, key, low, high):
+                    path = os.path.join(directory, segment_name(first))
+                    try:
+                        salt = salts.get(path)
+                        if salt is None:
+                            salt = salts[path] = segment_salt(path)
+                        fd = opened.get(path)
+                        if fd is None:
+                            fd = opened[path] = files.enter_context(open(path, "rb")).fileno()
+                        record = read_record_at(path, offset, revision, salt, fd)
+                    except FileNotFoundError:
+                        raise RecordVanished(revision) from None
+                    except CorruptionError as exc:
+                        if not from_file:
+                            raise
+                        log.warning("evstate: a key index disagrees with its segment (%s)", exc)
+                        self.reindex_segment(first, path)
+                        break
+                    if record.scope == scope and record.key == key:  # else another key's
+                        records.append(record)
+                else:
+                    return records
 
     def reindex_segment(self, first: int, path: str) -> None:
         """Replace what segment ``first``'s key index file gave with its records, read.

@@ -12,6 +12,7 @@ import builtins
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from evstate.backends.file.cursors import FileCursors
@@ -33,6 +34,7 @@ from evstate.core.lifecycle import Clock
 from evstate.core.store import Store, register_store_kind
 from evstate.core.table import StateTable
 from evstate.errors import StorageError
+from evstate.timings import SNAPSHOT_SECONDS
 
 __all__ = ["SNAPSHOT_MIN_LOG_BYTES", "FileStore"]
 
@@ -152,6 +154,7 @@ class FileStore(Store):
         segment_log = self._log
         assert segment_log is not None
         with self._snapshot_lock:
+            started = time.perf_counter()
             with self._write_lock:
                 revision = self._revision
                 if revision == self._snapshot_revision:
@@ -162,6 +165,7 @@ class FileStore(Store):
                 mark = segment_log.tail_bytes
                 segment_log.roll_now()
             path = save_snapshot(self._path, self._io, revision, timestamp, scopes, cursors)
+            SNAPSHOT_SECONDS.observe(time.perf_counter() - started)  # /metrics
             self._snapshot_revision = revision
             self._snapshot_bytes = file_size(path)
             self._snapshot_mark = mark
