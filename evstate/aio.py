@@ -18,6 +18,7 @@ import evstate
 from evstate.config import Config
 from evstate.core.batch import Batch
 from evstate.core.store import Store
+from evstate.core.view import StateView
 from evstate.events import Event
 
 __all__ = ["AsyncBatch", "AsyncStore", "open"]
@@ -91,6 +92,66 @@ class AsyncStore:
         commit runs on the pool. See :meth:`evstate.Store.batch`.
         """
         return AsyncBatch(self, self.store.batch())
+
+    # ---- history and point-in-time reads: they may read the log, so on the pool -------
+
+    async def history(self, scope: str, key: str, **bounds: Any) -> builtins.list[Event]:
+        """See :meth:`evstate.Store.history` (``since``, ``until``, ``limit``)."""
+        return await self._run(lambda: self.store.history(scope, key, **bounds))
+
+    async def events(self, *bounds: Any, **filters: Any) -> builtins.list[Event]:
+        """See :meth:`evstate.Store.events`; all of them, as a list (it reads the log)."""
+        return await self._run(lambda: builtins.list(self.store.events(*bounds, **filters)))
+
+    async def at(self, revision: int | None = None, time: Any = None) -> StateView:
+        """See :meth:`evstate.Store.at` (the view's reads are then in memory)."""
+        return await self._run(lambda: self.store.at(revision, time))
+
+    async def restore_to(self, path: str | os.PathLike[str], *when: Any, **at: Any) -> str:
+        """See :meth:`evstate.Store.restore_to`."""
+        return await self._run(lambda: self.store.restore_to(path, *when, **at))
+
+    async def verify(self) -> builtins.list[str]:
+        """See :meth:`evstate.Store.verify`."""
+        return await self._run(self.store.verify)
+
+    # ---- upkeep ----------------------------------------------------------------------
+
+    async def snapshot(self) -> int:
+        """See :meth:`evstate.Store.snapshot`."""
+        return await self._run(self.store.snapshot)
+
+    async def compact(self) -> dict[str, Any]:
+        """See :meth:`evstate.Store.compact`."""
+        return await self._run(self.store.compact)
+
+    async def expire(self) -> int:
+        """See :meth:`evstate.Store.expire`."""
+        return await self._run(self.store.expire)
+
+    async def stats(self) -> dict[str, Any]:
+        """See :meth:`evstate.Store.stats`."""
+        return await self._run(self.store.stats)
+
+    # ---- triggers --------------------------------------------------------------------
+
+    def trigger(self, name: str, handler: Any = None, **options: Any) -> Any:
+        """See :meth:`evstate.Store.trigger`; registering does not block.
+
+        Handlers run on the trigger's own thread (async ones on that thread's event loop),
+        as with the sync store.
+        """
+        return self.store.trigger(name, handler, **options)
+
+    async def wait_for_triggers(
+        self, revision: int | None = None, timeout: float | None = None
+    ) -> None:
+        """See :meth:`evstate.Store.wait_for_triggers` (waits on the pool)."""
+        await self._run(lambda: self.store.wait_for_triggers(revision, timeout))
+
+    async def trigger_status(self) -> dict[str, dict[str, Any]]:
+        """See :meth:`evstate.Store.trigger_status`."""
+        return self.store.trigger_status()
 
     async def call(self, function_id: str, payload: Mapping[str, Any] | None = None) -> Any:
         """See :meth:`evstate.Store.call` (runs on the pool: it may write)."""

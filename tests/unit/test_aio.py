@@ -44,3 +44,28 @@ def test_event_loop_keeps_running_during_durable_writes(tmp_path: Path) -> None:
         return ticks
 
     assert asyncio.run(main()) > 30
+
+
+def test_async_store_covers_history_at_triggers_and_upkeep(tmp_path: Path) -> None:
+    async def main() -> None:
+        astore = await evstate.aio.open(tmp_path / "store")
+        async with astore:
+            seen: list[int] = []
+            astore.trigger("t", lambda e: seen.append(e.revision))
+            await astore.set("s", "k", 1)
+            await astore.set("s", "k", 2, ttl_ms=60_000)
+            assert [e.new_value for e in await astore.history("s", "k")] == [1, 2]
+            assert len(await astore.events()) == 2
+            assert (await astore.at(1)).get("s", "k") == 1
+            assert await astore.ttl("s", "k") is not None
+            assert await astore.snapshot() == 2
+            assert (await astore.stats())["revision"] == 2
+            assert await astore.verify() == []
+            assert await astore.expire() == 0
+            await astore.wait_for_triggers(timeout=10)
+            assert seen == [1, 2]
+            assert (await astore.trigger_status())["t"]["cursor"] == 2
+            restored = await astore.restore_to(tmp_path / "copy", 1)
+            assert restored.endswith("copy")
+
+    asyncio.run(main())
