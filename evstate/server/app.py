@@ -8,10 +8,9 @@ token configured, a client without ``Authorization: Bearer <token>`` is refused 
 port (the web console, ``/health``, ``/metrics``) and the console's own WebSocket go to
 :class:`~evstate.server.console.ConsoleSite` (docs/console.md).
 
-Three ways in:
+Two ways in (the ``evstate serve`` command, :mod:`evstate.cli.serve`, runs a
+:class:`Server` until SIGINT or SIGTERM):
 
-- :func:`main`: the ``evstate serve`` command (opens the store, serves until SIGINT or
-  SIGTERM, closes the store, returns the exit status);
 - :class:`Server`: the asyncio server over a store you opened;
 - :class:`BackgroundServer`: a :class:`Server` on its own thread and event loop (tests,
   benchmarks, embedding in a program that is not asyncio).
@@ -24,11 +23,8 @@ import contextlib
 import hmac
 import logging
 import os
-import signal
-import sys
 import threading
 import weakref
-from collections.abc import Iterator
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -36,14 +32,11 @@ from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-import evstate
 from evstate.config import Config
 from evstate.core.store import Store
-from evstate.errors import Error
 from evstate.server.conn import Connection
 from evstate.server.console import LIVE_PATH, ConsoleSite
 from evstate.server.event_loop import new_event_loop
-from evstate.server.event_loop import run as run_loop
 from evstate.server.hub import Hub
 from evstate.server.metrics import CallCounts, CountingStore
 from evstate.server.wire import WireConnection
@@ -53,7 +46,6 @@ __all__ = [
     "BackgroundServer",
     "SHUTDOWN_GRACE",
     "Server",
-    "main",
     "resolve_auth_token",
 ]
 
@@ -325,74 +317,3 @@ class BackgroundServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-async def _serve_until_signal(server: Server) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            log.info("evstate serve: already shutting down")
-        stop.set()
-
-    await server.start()  # logs "evstate serve: listening on ws://HOST:PORT"
-    # Installed until the server has stopped: a second signal during the shutdown must
-    # not kill the process halfway through it.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        await stop.wait()
-        log.info("evstate serve: shutting down")
-        await server.stop()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """Ignore SIGINT/SIGTERM (main thread only): nothing may interrupt the final close."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def main(config_path: str | None = None, host: str | None = None, port: int | None = None) -> int:
-    """Run ``evstate serve``: serve the store until SIGINT/SIGTERM; returns the exit status.
-
-    The store is the one ``config_path`` describes, else a file store in ``./data``;
-    ``host`` and ``port`` override the config's ``server_host`` / ``server_port``. On a
-    signal it stops accepting, lets in-flight calls finish, closes the store (every
-    acknowledged write durable) and returns 0. A store or address problem prints one line
-    and returns 1.
-    """
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        store = evstate.open(config=config_path) if config_path else evstate.open("./data")
-    except Error as exc:
-        print(f"evstate serve: {exc.message}", file=sys.stderr)
-        return 1
-    code = 0
-    try:
-        run_loop(_serve_until_signal(Server(store, host=host, port=port)))
-    except OSError as exc:
-        print(f"evstate serve: cannot listen: {exc}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
-        log.info("evstate serve: interrupted while starting")
-    finally:
-        try:
-            with _signals_ignored():
-                store.close()
-        except Error as exc:
-            print(f"evstate serve: closing the store failed: {exc.message}", file=sys.stderr)
-            code = 1
-    return code
