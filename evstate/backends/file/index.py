@@ -25,10 +25,12 @@ import contextlib
 import logging
 import os
 import threading
+import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
 from evstate.backends.file.key_index import key_hash
+from evstate.backends.file.layout import MAX_RECORD_BYTES
 from evstate.backends.file.segment import (
     FRAME,
     FRAME_SIZE,
@@ -107,28 +109,56 @@ def read_record_at(
     raise CorruptionError(f"revision {revision} is not in this record", path=path, offset=offset)
 
 
-def scan_records(path: str, *, upto: int | None = None) -> Iterator[tuple[int, EventRecord]]:
+_READ_CHUNK = 1 << 20  # bytes a scan reads at a time
+
+
+def scan_records(
+    path: str, *, upto: int | None = None, start: int = HEADER_SIZE
+) -> Iterator[tuple[int, EventRecord]]:
     """Yield ``(offset, record)`` of every valid record of a segment file, in order.
 
-    Reads the segment in one piece (segments are bounded by ``segment_size_bytes``), so a
-    scan over many segments holds one segment in memory at a time. Stops at the first
-    damage (recovery already decided whether that is a torn tail) or past ``upto``.
+    Reads from ``start`` (the offset of a record: one a scan or the index found) in chunks
+    of 1 MiB, so a scan that stops early (``upto``: past that revision) reads little
+    beyond it, and memory holds one chunk and one record at a time. Stops at the first
+    damage (recovery already decided whether that is a torn tail).
     """
     with open(path, "rb") as f:
-        data = f.read()
-    try:
-        salt = read_header(data)[1]
-    except ValueError as exc:
-        raise CorruptionError(f"bad segment header: {exc}", path=path, offset=0) from None
-    for offset, payload in scan_segment(data, start=HEADER_SIZE, salt=salt).records:
         try:
-            records = decode_entry(payload).records
-        except RecordDecodeError as exc:
-            raise CorruptionError(str(exc), path=path, offset=offset) from None
-        for record in records:
-            if upto is not None and record.revision > upto:
-                return
-            yield offset, record
+            salt = read_header(f.read(HEADER_SIZE))[1]
+        except ValueError as exc:
+            raise CorruptionError(f"bad segment header: {exc}", path=path, offset=0) from None
+        f.seek(start)
+        buf, base, pos = b"", start, 0  # buf[pos] is at file offset base + pos
+        while True:
+            if len(buf) - pos < FRAME_SIZE:
+                chunk = f.read(_READ_CHUNK)
+                if not chunk:
+                    return
+                buf, base, pos = buf[pos:] + chunk, base + pos, 0
+                continue
+            length, crc = FRAME.unpack_from(buf, pos)
+            end = pos + FRAME_SIZE + length
+            if end > len(buf):
+                if length == 0 or length > MAX_RECORD_BYTES:
+                    return  # damage: the frame cannot be read on
+                chunk = f.read(max(_READ_CHUNK, end - len(buf)))
+                if not chunk:
+                    return  # a torn tail
+                buf, base, pos = buf[pos:] + chunk, base + pos, 0
+                continue
+            payload = memoryview(buf)[pos + FRAME_SIZE : end]
+            if length == 0 or zlib.crc32(payload, zlib.crc32(buf[pos : pos + 4], salt)) != crc:
+                return  # damage (recovery decided what it is)
+            offset = base + pos
+            try:
+                records = decode_entry(payload).records
+            except RecordDecodeError as exc:
+                raise CorruptionError(str(exc), path=path, offset=offset) from None
+            for record in records:
+                if upto is not None and record.revision > upto:
+                    return
+                yield offset, record
+            pos = end
 
 
 class LogIndex:

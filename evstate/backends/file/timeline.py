@@ -46,6 +46,8 @@ from evstate.events import EventRecord, RecordDecodeError, decode_entry
 __all__ = ["FileTimeline", "file_size"]
 
 log = logging.getLogger("evstate")
+
+_RESUME_POINTS = 32
 _ATTEMPTS = 3  # reads that lose a file to compaction are tried this many times
 _IndexEntry = tuple[int, int, str, str, int, int]
 
@@ -82,6 +84,8 @@ class FileTimeline:
         self._index_build = threading.Lock()
         self._generation = 0  # bumped by forget_index: an index built across it is stale
         self._oldest_seen: int | None = None
+        self._resume: dict[int, tuple[str, int]] = {}  # revision -> (segment, frame offset)
+        self._resume_lock = threading.Lock()
         # The owner's key index writer is fed every record it appends (a follower: None).
         self.key_index_feed: Callable[[int, int, str, str, int, int], None] | None = None
         self._salts: dict[str, int] = {}  # segment path -> its record-checksum salt
@@ -112,6 +116,8 @@ class FileTimeline:
         self._pending = None
         self._generation += 1
         self._salts.clear()
+        with self._resume_lock:
+            self._resume.clear()
 
     def saw_segments(self, segments: list[tuple[int, str]]) -> None:
         """Note a listing (lock held); when the oldest segment changed, forget the index."""
@@ -222,10 +228,9 @@ class FileTimeline:
         for first, last, path in picked:
             seen = first - 1
             try:
-                for _offset, record in scan_records(path, upto=high):
+                for record in self._scan_segment(path, low, high):
                     seen = record.revision
-                    if record.revision >= low:
-                        yield record
+                    yield record
             except FileNotFoundError:
                 raise HistoryCompactedError(
                     f"segment {path} was compacted while being read",
@@ -238,6 +243,32 @@ class FileTimeline:
             done += file_size(path)
             if progress is not None:
                 progress(min(done, total), total)
+
+    def _scan_segment(self, path: str, low: int, high: int) -> Iterator[EventRecord]:
+        """The records of one segment from ``low`` to ``high`` (its last revision seen).
+
+        A scan that goes on where an earlier one stopped (a trigger catching up, batch
+        after batch) starts at the frame that one ended in, not at the segment's start: the
+        frame must still hold ``low - 1`` (else the file changed, and it starts over).
+        """
+        with self._resume_lock:
+            found = self._resume.pop(low, None)
+        start = found[1] if found is not None and found[0] == path else HEADER_SIZE
+        last: tuple[int, int] | None = None
+        try:
+            for offset, record in scan_records(path, upto=high, start=start):
+                if start != HEADER_SIZE and last is None and record.revision != low - 1:
+                    yield from self._scan_segment(path, low, high)  # not where it was
+                    return
+                last = (record.revision, offset)
+                if record.revision >= low:
+                    yield record
+        finally:
+            if last is not None:
+                with self._resume_lock:
+                    self._resume[last[0] + 1] = (path, last[1])
+                    while len(self._resume) > _RESUME_POINTS:
+                        del self._resume[next(iter(self._resume))]
 
     def state_at(
         self, revision: int, progress: Progress | None = None
