@@ -167,3 +167,34 @@ def test_times_before_the_horizon_raise(make_store: Callable[..., evstate.Store]
         list(store.events(long_ago))
     now = datetime.now() + timedelta(seconds=1)
     assert store.at(time=now).get("s", "k") == 39
+
+
+# ---- reading one key's records -----------------------------------------------------------
+
+
+def test_history_reads_records_larger_than_one_first_read(tmp_path: Path) -> None:
+    """A record longer than the first read of a record (1 KiB) is read whole."""
+    values = [{"blob": "x" * size} for size in (10, 1_000, 5_000, 300_000)]
+    with evstate.open(tmp_path) as store:
+        for value in values:
+            store.set("s", "big", value)
+            store.set("s", "other", 1)
+        assert [e.new_value for e in store.history("s", "big")] == values
+    with evstate.open(tmp_path) as store:  # and through the key index files of a reopen
+        assert [e.new_value for e in store.history("s", "big")] == values
+
+
+def test_history_of_a_damaged_record_is_corruption(tmp_path: Path) -> None:
+    """A flipped byte in a record that ``history()`` reads is a ``CorruptionError``."""
+    with evstate.open(tmp_path) as store:
+        store.set("s", "k", {"text": "before"})
+        store.set("s", "k", {"text": "marker-value"})
+        store.set("s", "k", {"text": "after"})
+        assert len(store.history("s", "k")) == 3
+        (segment,) = sorted(tmp_path.glob("*.log"))
+        data = bytearray(segment.read_bytes())
+        at = data.index(b"marker-value")
+        data[at] ^= 0x01
+        segment.write_bytes(bytes(data))
+        with pytest.raises(evstate.CorruptionError, match="checksum"):
+            store.history("s", "k")

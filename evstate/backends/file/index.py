@@ -36,7 +36,6 @@ from evstate.backends.file.segment import (
     FRAME_SIZE,
     HEADER_SIZE,
     read_header,
-    scan_segment,
     segment_name,
 )
 from evstate.backends.file.segment_part import SegmentPart, index_segment, load_segment_part
@@ -70,6 +69,9 @@ def segment_salt(path: str) -> int:
         raise CorruptionError(f"bad segment header: {exc}", path=path, offset=0) from None
 
 
+_FIRST_READ = 1024  # bytes read for one record at first: a typical record and its frame
+
+
 def read_record_at(
     path: str,
     offset: int,
@@ -91,16 +93,23 @@ def read_record_at(
     if fd is None:
         with open(path, "rb") as f:
             return read_record_at(path, offset, revision, salt, f.fileno())
-    head = os.pread(fd, FRAME_SIZE, offset)
-    if len(head) < FRAME_SIZE:
+    data = os.pread(fd, _FIRST_READ, offset)  # most records fit: one system call
+    if len(data) < FRAME_SIZE:
         raise CorruptionError("record header cut short", path=path, offset=offset)
-    length, _crc = FRAME.unpack(head)
-    data = head + os.pread(fd, length, offset + FRAME_SIZE)
-    scan = scan_segment(data, start=0, salt=salt)
-    if scan.bad_offset is not None or len(scan.records) != 1:
-        raise CorruptionError(f"bad record ({scan.reason})", path=path, offset=offset)
+    length, crc = FRAME.unpack_from(data)
+    if length == 0 or length > MAX_RECORD_BYTES:
+        raise CorruptionError(f"bad record (impossible length {length})", path=path, offset=offset)
+    end = FRAME_SIZE + length
+    if len(data) < end:
+        data += os.pread(fd, end - len(data), offset + len(data))
+        if len(data) < end:
+            raise CorruptionError("record cut short", path=path, offset=offset)
+    payload = memoryview(data)[FRAME_SIZE:end]
+    # the checksum rule of format.md section 3 (the salt, the length field, the payload)
+    if zlib.crc32(payload, zlib.crc32(data[:4], salt)) != crc:
+        raise CorruptionError("bad record (checksum mismatch)", path=path, offset=offset)
     try:
-        records = decode_entry(scan.records[0][1]).records
+        records = decode_entry(payload).records
     except RecordDecodeError as exc:
         raise CorruptionError(str(exc), path=path, offset=offset) from None
     for record in records:
@@ -316,8 +325,11 @@ class LogIndex:
             records = []
             with contextlib.ExitStack() as files:
                 opened: dict[str, int] = {}  # each segment opened once per call
+                paths: dict[int, str] = {}
                 for revision, first, offset, from_file in self.key_locations(scope, key, low, high):
-                    path = os.path.join(directory, segment_name(first))
+                    path = paths.get(first)
+                    if path is None:
+                        path = paths[first] = os.path.join(directory, segment_name(first))
                     try:
                         salt = salts.get(path)
                         if salt is None:
