@@ -43,6 +43,7 @@ from evstate.core.writes import (
     encode_checked,
     expected_matches,
     keep_deadline,
+    update_result,
 )
 from evstate.errors import ConfigError, StoreClosedError
 from evstate.events import EventRecord
@@ -226,13 +227,7 @@ class Store(
             new = keep_deadline(old, encode_value(new_value))
             revision = self._commit(scope, key, old, new)
         self._acknowledge(revision)
-        result: dict[str, Any] = {
-            "old_value": None if old is None else decode_value(old),
-            "new_value": decode_value(new),
-        }
-        if errors:
-            result["errors"] = errors
-        return result
+        return update_result(None if old is None else decode_value(old), decode_value(new), errors)
 
     def compare_and_set(
         self, scope: str, key: str, expected: Any, value: Any, *, ttl_ms: int | None = None

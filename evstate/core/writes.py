@@ -45,6 +45,7 @@ __all__ = [
     "expiry_records",
     "keep_deadline",
     "plan_records",
+    "update_result",
 ]
 
 MAX_TTL_MS = 100 * 365 * 86_400_000  # a century: beyond it a deadline means nothing
@@ -200,3 +201,15 @@ def plan_records(
             record._replace(extra={**(record.extra or {}), **mark}) for record in records[:-1]
         ]
     return records
+
+
+def update_result(old_value: Any, new_value: Any, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``update`` answers, on every store kind.
+
+    ``old_value`` (None when the key was missing), ``new_value``, and ``errors`` (iii's
+    per-op errors) only when an op failed.
+    """
+    result: dict[str, Any] = {"old_value": old_value, "new_value": new_value}
+    if errors:
+        result["errors"] = errors
+    return result

@@ -147,6 +147,30 @@ local function clock_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- The store's revision, and the time for the next entries (never before the last write's)
+-- as a number and as text.
+local function head_and_time(meta, now)
+  local found = redis.call('HMGET', meta, 'revision', 'timestamp')
+  local last = tonumber(found[2] or '0')
+  if now < last then now = last end
+  return tonumber(found[1] or '0'), now, num(now)
+end
+-- The deleted entry of a key whose deadline passed, with its old value.
+local function log_expiry(log, rev, ts, scope, key, old)
+  redis.call('XADD', log, num(rev) .. '-0', 'ts', ts, 'type', 'deleted', 'scope', scope,
+             'key', key, 'old', old, 'reason', 'expired')
+end
+-- The revision of a write to key ARGV[3] of scope ARGV[2] (KEYS[1] meta, [2] log), now and
+-- its text; a key past its deadline ('gone': its old value) has its expiry entry first.
+local function write_revision(KEYS, ARGV, now, gone)
+  local rev, ts
+  rev, now, ts = head_and_time(KEYS[1], now)
+  if gone then
+    rev = rev + 1
+    log_expiry(KEYS[2], rev, ts, ARGV[2], ARGV[3], gone)
+  end
+  return rev + 1, now, ts
+end
 """
 
 INIT = (
@@ -242,10 +266,8 @@ for _ = 1, nwrites do  -- type-check every hash before the first write (WRONGTYP
 end
 local result = {'ok', '', '', ''}
 if nwrites > 0 then
-  local last = tonumber(redis.call('HGET', meta, 'timestamp') or '0')
-  if now < last then now = last end
-  local ts = num(now)
-  local rev = tonumber(redis.call('HGET', meta, 'revision') or '0')
+  local rev, ts
+  rev, now, ts = head_and_time(meta, now)
   local first_rev = num(rev + 1)
   local atomic = ARGV[10] == '1'
   local seen, written = {}, {}
@@ -349,17 +371,8 @@ if ARGV[6] == '1' then
 elseif ARGV[6] == '0' and old then
   return {'conflict'}
 end
-local meta = redis.call('HMGET', KEYS[1], 'revision', 'timestamp')
-local last = tonumber(meta[2] or '0')
-if now < last then now = last end
-local ts = num(now)
-local rev = tonumber(meta[1] or '0')
-if gone then  -- the key expired: its expiry event comes first
-  rev = rev + 1
-  redis.call('XADD', KEYS[2], num(rev) .. '-0', 'ts', ts, 'type', 'deleted', 'scope', ARGV[2],
-             'key', ARGV[3], 'old', gone, 'reason', 'expired')
-end
-rev = rev + 1
+local rev, ts
+rev, now, ts = write_revision(KEYS, ARGV, now, gone)
 local etype = 'created'
 if ARGV[5] == 'd' then etype = 'deleted' elseif old then etype = 'updated' end
 local deadline = false
@@ -401,11 +414,8 @@ EXPIRE = (
 local now = clock_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', num(now), 'LIMIT', 0, tonumber(ARGV[1]))
 if #due == 0 then return 0 end
-local meta = redis.call('HMGET', KEYS[1], 'revision', 'timestamp')
-local last = tonumber(meta[2] or '0')
-if now < last then now = last end
-local ts = num(now)
-local rev = tonumber(meta[1] or '0')
+local rev, ts
+rev, now, ts = head_and_time(KEYS[1], now)
 local expired = 0
 for _, m in ipairs(due) do
   local scope, key = ttl_parse(m)
@@ -413,8 +423,7 @@ for _, m in ipairs(due) do
   local old = redis.call('HGET', hk, key)
   if old then
     rev = rev + 1
-    redis.call('XADD', KEYS[2], num(rev) .. '-0', 'ts', ts, 'type', 'deleted', 'scope', scope,
-               'key', key, 'old', old, 'reason', 'expired')
+    log_expiry(KEYS[2], rev, ts, scope, key, old)
     redis.call('HDEL', hk, key)
     expired = expired + 1
   end

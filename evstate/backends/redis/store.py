@@ -46,7 +46,13 @@ from evstate.core.replay import Scopes
 from evstate.core.retention import retention_cutoff
 from evstate.core.triggers.api import TriggerMethods
 from evstate.core.triggers.manager import TriggerManager
-from evstate.core.writes import Write, check_ttl, check_value, encode_checked
+from evstate.core.writes import (
+    Write,
+    check_ttl,
+    check_value,
+    encode_checked,
+    update_result,
+)
 from evstate.errors import ConfigError, StorageError
 from evstate.events import EventRecord
 from evstate.ops import parse_ops
@@ -207,13 +213,7 @@ class RedisStore(StoreBase, BatchMethods, RedisExpiry, RedisReads, AuditMethods,
         done, new, errors = self._writer.update(scope, key, parsed)
         self._written(done)
         old = done.olds[0]
-        result: dict[str, Any] = {
-            "old_value": None if old is None else load_value(old),
-            "new_value": json.loads(new),
-        }
-        if errors:
-            result["errors"] = errors
-        return result
+        return update_result(None if old is None else load_value(old), json.loads(new), errors)
 
     def compare_and_set(
         self, scope: str, key: str, expected: Any, value: Any, *, ttl_ms: int | None = None

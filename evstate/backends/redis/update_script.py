@@ -325,17 +325,8 @@ local function update(KEYS, ARGV)
     return {'fallback', old, reason}
   end
   -- From here on, PUT's steps with ttl 'k' (keep the key's deadline).
-  local meta = redis.call('HMGET', KEYS[1], 'revision', 'timestamp')
-  local last = tonumber(meta[2] or '0')
-  if now < last then now = last end
-  local ts = num(now)
-  local rev = tonumber(meta[1] or '0')
-  if gone then  -- the key expired: its expiry event comes first
-    rev = rev + 1
-    redis.call('XADD', KEYS[2], num(rev) .. '-0', 'ts', ts, 'type', 'deleted', 'scope', ARGV[2],
-               'key', ARGV[3], 'old', gone, 'reason', 'expired')
-  end
-  rev = rev + 1
+  local rev, ts
+  rev, now, ts = write_revision(KEYS, ARGV, now, gone)
   local etype = 'created'
   if old then etype = 'updated' end
   local deadline = dl

@@ -23,7 +23,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from evstate.backends.redis.client import (
@@ -68,6 +68,23 @@ MAX_CONFLICT_SECONDS = 30.0
 _NO_KEY = b"evstate:-"  # placeholder for an unused script key (never written)
 _META, _LOG, _TTL = META.encode(), LOG.encode(), TTL.encode()
 _REQUEST_TTL = str(REQUEST_TTL_MS).encode()
+
+
+def conflict_retries(what: str) -> Iterator[int]:
+    """Attempt numbers (1, 2, ...) for an optimistic write that a conflict sends round again.
+
+    Backs off (``sleep_jitter``) between attempts, and gives up once ``MAX_CONFLICT_SECONDS``
+    have passed: the loop's next turn raises ``StorageError`` naming ``what``.
+    """
+    deadline = time.monotonic() + MAX_CONFLICT_SECONDS
+    for attempt in itertools.count(1):
+        yield attempt
+        if time.monotonic() > deadline:
+            raise StorageError(
+                f"{what} conflicted with other writers "
+                f"{attempt} times in {MAX_CONFLICT_SECONDS:.0f} s"
+            )
+        sleep_jitter(attempt)
 
 
 class HashWrite(NamedTuple):
@@ -313,9 +330,8 @@ class Writer:
                 )
             first = (fast.old,)
         lock = self._stripes[hash((scope, key)) % len(self._stripes)]
-        deadline = time.monotonic() + MAX_CONFLICT_SECONDS
         with lock:
-            for attempt in itertools.count(1):
+            for _attempt in conflict_retries(f"update of {scope!r}/{key!r}"):
                 old = first[0] if first is not None else self.read_live(scope, key)[0]
                 first = None
                 current = {} if old is None else load_value(old, f"{scope}/{key}")
@@ -324,12 +340,6 @@ class Writer:
                 done = self.put(scope, key, new, cas=(old,), ttl="k")
                 if done.status == "ok":
                     return done._replace(olds=[old]), new, errors
-                if time.monotonic() > deadline:
-                    raise StorageError(
-                        f"update of {scope!r}/{key!r} conflicted with other writers "
-                        f"{attempt} times in {MAX_CONFLICT_SECONDS:.0f} s"
-                    )
-                sleep_jitter(attempt)
         raise AssertionError("unreachable")
 
     def update_fast(self, scope: str, key: str, plan: UpdatePlan) -> FastUpdate:
@@ -393,9 +403,8 @@ class Writer:
         """
         lock = self._stripes[hash((scope, key)) % len(self._stripes)]
         expected_cbor = None if expected is None else encode_value(expected)
-        deadline = time.monotonic() + MAX_CONFLICT_SECONDS
         with lock:
-            for attempt in itertools.count(1):
+            for _attempt in conflict_retries(f"compare-and-set of {scope!r}/{key!r}"):
                 old = self.read_live(scope, key)[0]
                 stored = json_to_cbor(old, f"{scope}/{key}")
                 if not expected_matches(stored, expected, expected_cbor):
@@ -403,12 +412,6 @@ class Writer:
                 done = self.put(scope, key, new, cas=(old,), ttl=ttl)
                 if done.status == "ok":
                     return done._replace(olds=[old]), old
-                if time.monotonic() > deadline:
-                    raise StorageError(
-                        f"compare-and-set of {scope!r}/{key!r} conflicted with other writers "
-                        f"{attempt} times in {MAX_CONFLICT_SECONDS:.0f} s"
-                    )
-                sleep_jitter(attempt)
         raise AssertionError("unreachable")
 
     # ---- batches and trigger commits ------------------------------------------------------
@@ -431,8 +434,8 @@ class Writer:
             StorageError: the keys kept conflicting for ``MAX_CONFLICT_SECONDS``.
         """
         touched = list(dict.fromkeys((w.scope, w.key) for w in writes))
-        deadline = time.monotonic() + MAX_CONFLICT_SECONDS
-        for attempt in itertools.count(1):
+        what = f"trigger {fence.name!r}: its writes" if fence else "a batch's keys"
+        for _attempt in conflict_retries(what):
             calls = [([state_key(s), TTL], [_name(s), _name(k)]) for s, k in touched]
             replies = self.backend.script_many("read_key", calls, "read") if touched else []
             texts: dict[tuple[str, str], bytes | None] = {
@@ -458,10 +461,6 @@ class Writer:
                     )
                     for i, r in enumerate(records)
                 ]
-            if time.monotonic() > deadline:
-                what = f"trigger {fence.name!r}: its writes" if fence else "a batch's keys"
-                raise StorageError(f"{what} kept conflicting with other writers")
-            sleep_jitter(attempt)
         raise AssertionError("unreachable")
 
     def commit_handler(self, writes: Sequence[Write], fence: Fence) -> str:
