@@ -65,22 +65,26 @@ def _writer(args: argparse.Namespace, target: Target | None = None) -> ServerSto
     return open_writer(args, lock_hint=send_through_server_hint, target=target)
 
 
+def _answer(
+    store: ServerStore | Store, args: argparse.Namespace, found: Any, *, missing: bool
+) -> int:
+    """Print ``found``; if ``missing`` (nothing there), hint on stderr at a mistyped scope."""
+    print_json(found, args)
+    if missing:
+        warn_if_unknown_scope(args.scope, store.list_groups)
+    return 0
+
+
 def _get(args: argparse.Namespace) -> int:
     with _reader(args) as store:
         value = store.get(args.scope, args.key)
-        print_json(value, args)
-        if value is None:
-            warn_if_unknown_scope(args.scope, store.list_groups)
-    return 0
+        return _answer(store, args, value, missing=value is None)
 
 
 def _list(args: argparse.Namespace) -> int:
     with _reader(args) as store:
         found: Any = store.list_values(args.scope) if args.values else store.list(args.scope)
-        print_json(found, args)
-        if not found:
-            warn_if_unknown_scope(args.scope, store.list_groups)
-    return 0
+        return _answer(store, args, found, missing=not found)
 
 
 def _groups(args: argparse.Namespace) -> int:
@@ -92,19 +96,14 @@ def _groups(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     with _reader(args) as store:
         keys = store.list_keys(args.scope)
-        print_json({"keys": keys}, args)
-        if not keys:
-            warn_if_unknown_scope(args.scope, store.list_groups)
-    return 0
+        return _answer(store, args, {"keys": keys}, missing=not keys)
 
 
 def _ttl(args: argparse.Namespace) -> int:
     with _reader(args) as store:
         remaining = store.ttl(args.scope, args.key)
-        print_json(remaining, args)
-        if remaining is None and store.get(args.scope, args.key) is None:
-            warn_if_unknown_scope(args.scope, store.list_groups)
-    return 0
+        missing = remaining is None and store.get(args.scope, args.key) is None
+        return _answer(store, args, remaining, missing=missing)
 
 
 def _set(args: argparse.Namespace) -> int:
@@ -118,10 +117,7 @@ def _set(args: argparse.Namespace) -> int:
 def _delete(args: argparse.Namespace) -> int:
     with _writer(args) as store:
         deleted = store.delete(args.scope, args.key)
-        print_json(deleted, args)
-        if deleted is None:
-            warn_if_unknown_scope(args.scope, store.list_groups)
-    return 0
+        return _answer(store, args, deleted, missing=deleted is None)
 
 
 def _update(args: argparse.Namespace) -> int:

@@ -248,41 +248,35 @@ class Router:
         """
         if self.closing:
             raise CallError("invocation_stopped", "Invocation stopped: the server is closing")
-        if watch is not None:
-            try:
-                result = await self.call(
-                    function_id,
-                    data,
-                    caller=caller,
-                    metadata=metadata,
-                    traceparent=traceparent,
-                    baggage=baggage,
-                    namespace=namespace,
-                    observe_depth=observe_depth,
+        result: Any
+        try:
+            builtin = self._builtins.get(function_id)
+            if builtin is not None:
+                if function_id in self._inline:
+                    result = builtin(self._store, function_id, data)
+                else:
+                    result = await self._lanes.run(builtin, self._store, function_id, data)
+            elif function_id == REGISTER_WORKER:
+                if caller is not None:
+                    caller.describe(data)
+                result = {"success": True}
+            else:
+                owner = self._functions.get(function_id)
+                if owner is None or owner.closed:
+                    raise function_not_found(function_id, namespace or "default")
+                future: asyncio.Future[Any] = self._loop.create_future()
+                extra = {"observe_depth": observe_depth} if observe_depth else None
+                self._send_invocation(
+                    owner, function_id, data, metadata, traceparent, baggage, future, extra=extra
                 )
-            except Exception as exc:
+                result = await future
+        except Exception as exc:
+            if watch is not None:
                 self.observers.report(watch, error=exc)
-                raise
+            raise
+        if watch is not None:
             self.observers.report(watch, result)
-            return result
-        builtin = self._builtins.get(function_id)
-        if builtin is not None:
-            if function_id in self._inline:
-                return builtin(self._store, function_id, data)
-            return await self._lanes.run(builtin, self._store, function_id, data)
-        if function_id == REGISTER_WORKER:
-            if caller is not None:
-                caller.describe(data)
-            return {"success": True}
-        owner = self._functions.get(function_id)
-        if owner is None or owner.closed:
-            raise function_not_found(function_id, namespace or "default")
-        future: asyncio.Future[Any] = self._loop.create_future()
-        extra = {"observe_depth": observe_depth} if observe_depth else None
-        self._send_invocation(
-            owner, function_id, data, metadata, traceparent, baggage, future, extra=extra
-        )
-        return await future
+        return result
 
     def forward_void(
         self,
