@@ -61,6 +61,7 @@ __all__ = [
     "HashWrite",
     "MAX_CONFLICT_SECONDS",
     "Writer",
+    "conflict_retries",
 ]
 
 log = logging.getLogger("evstate")
