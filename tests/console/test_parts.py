@@ -18,7 +18,7 @@ from evstate.server.console.reading import parse_moment, preview_json
 from evstate.server.console.sampler import StatsSampler
 from evstate.server.console.timeline import DiffLine, diff_lines, timeline
 from evstate.server.metrics import CallCounts, CountingStore
-from evstate.timings import SecondsHistogram
+from evstate.timings import SNAPSHOT_SECONDS, SecondsHistogram
 
 
 def test_diff_of_two_values_shows_what_changed_with_context() -> None:
@@ -104,6 +104,15 @@ def test_sampler_dates_a_new_snapshot() -> None:
     sampler.add({"revision": 9, "last_snapshot_revision": 9}, now=110.0)
     age = sampler.snapshot_age(now=115.0)
     assert age is not None and 0 <= age <= 5
+
+
+def test_a_store_without_snapshots_has_no_snapshot_age() -> None:
+    """Another store of the process taking a snapshot does not date this one's."""
+    SNAPSHOT_SECONDS.observe(0.01)  # as a snapshot of some store in this process would
+    sampler = StatsSampler()
+    assert sampler.snapshot_age(now=100.0) is None  # no sample yet
+    sampler.add({"revision": 5, "last_snapshot_revision": None}, now=100.0)
+    assert sampler.snapshot_age(now=101.0) is None
 
 
 def test_histogram_counts_into_cumulative_buckets_across_threads() -> None:

@@ -77,14 +77,17 @@ class StatsSampler:
             return self._last
 
     def snapshot_age(self, now: float | None = None) -> float | None:
-        """Seconds since the newest snapshot, or None when not known.
+        """Seconds since the newest snapshot, or None when not known (or there is none).
 
         From the store's own record of its snapshots when it keeps one, else from the time
-        this sampler first saw the newest snapshot's revision.
+        this sampler first saw the newest snapshot's revision. A store whose latest sample
+        shows no snapshot has no age, whatever another store of this process wrote.
         """
         now = time.time() if now is None else now
         recorded = SNAPSHOT_SECONDS.read().last_observed
         with self._lock:
+            if self._last is None or self._snapshot_revision is None:
+                return None
             seen = self._snapshot_seen
         known = [t for t in (recorded, seen) if t is not None]
         return max(0.0, now - max(known)) if known else None

@@ -266,6 +266,12 @@
 
   // ---- charts (the stats page) -----------------------------------------------------------
 
+  const two = (n) => String(n).padStart(2, "0");
+  const clockTime = (t) => {
+    const d = new Date(t * 1000);
+    return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  };
+
   const charts = {
     list: [],
     init() {
@@ -289,7 +295,9 @@
           },
           series: [{}, { label: field, stroke: "#1d4ed8", width: 2, fill: "rgba(29, 78, 216, 0.08)" }],
           axes: [
-            { stroke: "#667085", grid: { stroke: "#eef0f3" } },
+            // One line of local clock time a tick (uPlot's default adds a date line whose
+            // labels run together when the window starts just before a minute).
+            { stroke: "#667085", grid: { stroke: "#eef0f3" }, space: 70, values: (u, ticks) => ticks.map(clockTime) },
             { stroke: "#667085", grid: { stroke: "#eef0f3" }, size: 70, values: (u, ticks) => ticks.map(format) },
           ],
         };
