@@ -55,6 +55,11 @@ class StateView:
         _check("scope", scope)
         return [decode_value(raw) for raw in self._scopes.get(scope, {}).values()]
 
+    def list_keys(self, scope: str) -> builtins.list[str]:
+        """The keys of ``scope`` as of this revision, sorted (as ``Store.list_keys``)."""
+        _check("scope", scope)
+        return sorted(self._scopes.get(scope, {}))
+
     def list_groups(self) -> dict[str, builtins.list[str]]:
         """``{"groups": [...]}`` as of this revision."""
         return {"groups": sorted(s for s, keys in self._scopes.items() if keys)}

@@ -104,6 +104,9 @@ def test_at_revision_is_a_read_only_past_view(store: Any) -> None:
     assert view.get("users", "u1") == {"n": 2}
     assert view.list("users") == {"u1": {"n": 2}, "u2": {"n": 2}}
     assert view.list_groups() == {"groups": ["users"]}
+    assert view.list_keys("users") == ["u1", "u2"]
+    assert store.at(4).list_keys("users") == ["u1"]  # u2 deleted at 4
+    assert view.list_keys("nowhere") == []
     assert [e.revision for e in view.history("users", "u1")] == [1, 3]
     assert store.at(0).list_groups() == {"groups": []}
     assert store.at(0).timestamp is None
