@@ -72,6 +72,18 @@ class StoreBase(Closable):
         """The configuration this store was opened with."""
         return self._config
 
+    @property
+    def failure(self) -> str | None:
+        """Why the store has failed closed, or None while it takes writes.
+
+        A store fails closed when an fsync of its log fails (also one run by the
+        background syncer, with no call waiting): from then on every write raises
+        ``StoreFailedError`` with this text, reads keep working, and only a reopen
+        recovers (from the log). Memory and redis stores never fail closed (an unreachable
+        Redis is ``BackendUnavailableError``, call by call).
+        """
+        return None
+
     def call(self, function_id: str, payload: Mapping[str, Any] | None = None) -> Any:
         """Call a state function by id, like the doc's ``client.call``.
 

@@ -292,7 +292,7 @@ class _StoreCollector(Collector):
         yield failed
         try:
             stats: dict[str, Any] | None = m.store.stats()
-            problem = m.counts.failure
+            problem = m.counts.failure or m.store.failure
         except Error as exc:  # closed, failed, or its backend unreachable
             stats, problem = None, exc.message
         if stats is not None:
@@ -399,7 +399,7 @@ def health_report(
     out everything but ``status`` (for callers without the auth token). Blocking: reads
     ``store.stats()``.
     """
-    reason = failure
+    reason = failure or store.failure
     stats: dict[str, Any] = {}
     if store.closed:
         reason = "the store is closed"

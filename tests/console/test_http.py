@@ -121,6 +121,30 @@ def test_health_fails_closed_after_a_failed_fsync(
     assert "evstate_store_failed 1.0" in get(console, "/metrics")[2].decode()
 
 
+def test_health_sees_a_failed_background_fsync_that_no_call_saw(
+    make_console: Callable[..., Console], tmp_path: Path
+) -> None:
+    """fsync=interval: the syncer thread's fsync fails; /health says so before any call."""
+    io = FaultyIO()
+    config = Config().replace(
+        file_path=str(tmp_path / "store"), fsync="interval", fsync_interval_ms=10
+    )
+    store = evstate.Store(config, io=io)
+    console = make_console(store)
+    assert get(console, "/health")[0] == 200 and store.failure is None
+    io.fail_at("before_fsync", kind="segment")
+    store.set("s", "k", 1)  # acknowledged before its fsync (fsync=interval)
+    wait_until(lambda: store.failure is not None, what="the syncer's failed fsync")
+    status, _, body = get(console, "/health")
+    report = json.loads(body)
+    assert status == 503 and report["status"] == "failed"
+    assert report["reason"] == store.failure and "read-only" in report["reason"]
+    assert "evstate_store_failed 1.0" in get(console, "/metrics")[2].decode()
+    with pytest.raises(evstate.StoreFailedError, match="read-only"):
+        store.set("s", "k", 2)
+    assert store.get("s", "k") == 1  # reads keep working
+
+
 def test_with_a_token_everything_but_health_and_static_needs_it(
     make_console: Callable[..., Console],
 ) -> None:

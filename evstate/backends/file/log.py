@@ -283,13 +283,21 @@ class SegmentLog:
 
     # ---- writing --------------------------------------------------------------------
 
+    @property
+    def failure(self) -> str | None:
+        """Why the log refuses writes (an fsync failed earlier), or None."""
+        if self._failed is None:
+            return None
+        return (
+            f"the store is read-only after a failed fsync ({self._failed}); "
+            "reopen it to recover from the log"
+        )
+
     def check_writable(self) -> None:
         """Raise :class:`StoreFailedError` if an fsync failed earlier."""
-        if self._failed is not None:
-            raise StoreFailedError(
-                f"the store is read-only after a failed fsync ({self._failed}); "
-                "reopen it to recover from the log"
-            )
+        failure = self.failure
+        if failure is not None:
+            raise StoreFailedError(failure)
 
     def append(self, payload: bytes, revision: int, last: int | None = None) -> tuple[int, int]:
         """Write one record; it is in the OS (survives a process crash) on return.

@@ -131,6 +131,11 @@ class FileStore(Store):
         return self._path
 
     @property
+    def failure(self) -> str | None:
+        """Why the store has failed closed (a failed fsync), or None (see ``Store``)."""
+        return None if self._log is None else self._log.failure
+
+    @property
     def recovery_notes(self) -> builtins.list[str]:
         """What recovery repaired or skipped at open (torn tails, bad snapshots, ...)."""
         notes = list(self._timeline.notes)
