@@ -347,3 +347,35 @@ def test_a_sealed_segments_file_is_built_from_the_records_as_written(tmp_path: P
         shutil.copy(current, rebuilt_path)
         rebuilt = build_key_index(first, str(rebuilt_path), int(following.name[:-4]))
         assert rebuilt == written, current.name
+
+
+def test_the_open_segments_file_at_close_is_built_from_the_records_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clean close indexes the open segment from the writer's own record of it (batches
+    included): nothing is read back, and the file equals a rebuild from the segment."""
+    from evstate.backends.file import key_index_writer
+    from evstate.backends.file.key_index_writer import build_key_index
+
+    path = tmp_path / "store"
+    store = evstate.open(path, segment_size_bytes=1 << 20, save_interval_ms=3_600_000)
+    for i in range(200):
+        if i % 10 == 0:
+            with store.batch() as batch:
+                for j in range(3):
+                    batch.set("b", f"k{j}", {"i": i, "j": j})
+        else:
+            store.set("s", f"k{i % 13}", {"i": i})
+
+    def no_read_back(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the open segment was read back at close")
+
+    monkeypatch.setattr(key_index_writer, "build_key_index", no_read_back)
+    store.close()
+    monkeypatch.undo()
+    [segment] = path.glob("*.log")
+    written = (path / f"{segment.name[:-4]}.keys").read_bytes()
+    rebuilt_path = tmp_path / "rebuilt" / segment.name
+    rebuilt_path.parent.mkdir()
+    shutil.copy(segment, rebuilt_path)
+    assert build_key_index(1, str(rebuilt_path), None) == written

@@ -193,12 +193,13 @@ class KeyIndexWriter:
                 if self.io.exists(target):
                     self.io.remove(target)
 
-    def close(self, newest: tuple[int, str] | None, *, wait_for_checks: bool = False) -> None:
+    def close(self, newest: tuple[int, str, int] | None, *, wait_for_checks: bool = False) -> None:
         """A close: write the pending indexes, and index ``newest``. Never raises.
 
-        ``newest`` is the open segment, all its records fsynced (None after a failure): its
-        index covers its records so far. The checks begun at open that have not started
-        are dropped, unless ``wait_for_checks``.
+        ``newest`` is the open segment ``(first revision, path, last revision)``, all its
+        records fsynced (None after a failure): its index covers its records so far, from
+        this writer's own record of them when it saw them all (nothing is read back). The
+        checks begun at open that have not started are dropped, unless ``wait_for_checks``.
         """
         with self._cond:
             if not wait_for_checks:
@@ -214,9 +215,13 @@ class KeyIndexWriter:
                     break
                 self._cond.wait()  # the thread notifies when it finishes a job
         if newest is not None:
-            data = self._build(_Job(*newest, next_first=None, waited=True))
+            first, path, last = newest
+            live = self._live
+            whole = live is not None and live.first == first and live.count == last - first + 1
+            job = _Job(first, path, next_first=None, waited=True, part=live if whole else None)
+            data = self._build(job)
             if data is not None:
-                self._write(newest[0], newest[1], data)
+                self._write(first, path, data)
 
     # ---- files ------------------------------------------------------------------------
 

@@ -498,7 +498,7 @@ class SegmentLog:
         try:
             if self._failed is None and self._active is not None:
                 self.flush()
-                newest = (self._active.first_revision, self._active.path)
+                newest = (self._active.first_revision, self._active.path, self._written)
         finally:
             self.key_indexes.close(newest)
             seg = self._active
