@@ -87,7 +87,7 @@ class SegmentLog:
         self._syncing = False
         self._written = 0  # highest revision handed to the OS
         self._durable = 0  # highest revision known fsynced
-        self._failed: BaseException | None = None
+        self.failure: str | None = None  # why writes are refused (a failed fsync), or None
         self._closed = False
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -283,21 +283,10 @@ class SegmentLog:
 
     # ---- writing --------------------------------------------------------------------
 
-    @property
-    def failure(self) -> str | None:
-        """Why the log refuses writes (an fsync failed earlier), or None."""
-        if self._failed is None:
-            return None
-        return (
-            f"the store is read-only after a failed fsync ({self._failed}); "
-            "reopen it to recover from the log"
-        )
-
     def check_writable(self) -> None:
         """Raise :class:`StoreFailedError` if an fsync failed earlier."""
-        failure = self.failure
-        if failure is not None:
-            raise StoreFailedError(failure)
+        if self.failure is not None:
+            raise StoreFailedError(self.failure)
 
     def append(self, payload: bytes, revision: int, last: int | None = None) -> tuple[int, int]:
         """Write one record; it is in the OS (survives a process crash) on return.
@@ -403,8 +392,11 @@ class SegmentLog:
 
     def _fail(self, exc: BaseException) -> None:
         with self._sync_cond:
-            if self._failed is None:
-                self._failed = exc
+            if self.failure is None:
+                self.failure = (
+                    f"the store is read-only after a failed fsync ({exc}); "
+                    "reopen it to recover from the log"
+                )
                 log.error("evstate: fsync failed, the store is now read-only: %s", exc)
             self._sync_cond.notify_all()
 
@@ -421,7 +413,7 @@ class SegmentLog:
             while True:
                 if self._durable >= revision:
                     return
-                if self._failed is not None:
+                if self.failure is not None:
                     self.check_writable()
                 if not self._syncing:
                     self._syncing = True
@@ -471,7 +463,7 @@ class SegmentLog:
 
     def _sync_loop(self) -> None:
         while not self._stop.wait(self.fsync_interval):
-            if self._written > self._durable and self._failed is None:
+            if self._written > self._durable and self.failure is None:
                 try:
                     self.wait_durable(self._written)
                 except StoreFailedError:
@@ -496,7 +488,7 @@ class SegmentLog:
             self._syncer.join()
         newest = None  # the open segment, once flushed: its key index is written
         try:
-            if self._failed is None and self._active is not None:
+            if self.failure is None and self._active is not None:
                 self.flush()
                 newest = (self._active.first_revision, self._active.path, self._written)
         finally:
