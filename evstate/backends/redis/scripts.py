@@ -160,6 +160,16 @@ local function log_expiry(log, rev, ts, scope, key, old)
   redis.call('XADD', log, num(rev) .. '-0', 'ts', ts, 'type', 'deleted', 'scope', scope,
              'key', key, 'old', old, 'reason', 'expired')
 end
+-- Key ARGV[3] of scope ARGV[2] (KEYS[4] its scope's hash, [5] evstate:ttl) as a write finds
+-- it: its ttl member, its stored text and deadline, and 'gone' (the old text of a key past
+-- its deadline, which then counts as missing: old and deadline false), else false.
+local function load_key(KEYS, ARGV, now)
+  local member = ttl_member(ARGV[2], ARGV[3])
+  local old = redis.call('HGET', KEYS[4], ARGV[3])
+  local dl = redis.call('ZSCORE', KEYS[5], member)
+  if old and dl and tonumber(dl) <= now then return member, false, false, old end
+  return member, old, dl, false
+end
 -- The revision of a write to key ARGV[3] of scope ARGV[2] (KEYS[1] meta, [2] log), now and
 -- its text; a key past its deadline ('gone': its old value) has its expiry entry first.
 local function write_revision(KEYS, ARGV, now, gone)
@@ -361,11 +371,7 @@ if done then  -- applied before: answer as then (the old value is in its stream 
   return {'dup', done, was}
 end
 local now = clock_ms()
-local member = ttl_member(ARGV[2], ARGV[3])
-local old = redis.call('HGET', KEYS[4], ARGV[3])
-local dl = redis.call('ZSCORE', KEYS[5], member)
-local gone = false
-if old and dl and tonumber(dl) <= now then gone, old, dl = old, false, false end
+local member, old, dl, gone = load_key(KEYS, ARGV, now)
 if ARGV[6] == '1' then
   if old ~= ARGV[7] then return {'conflict'} end
 elseif ARGV[6] == '0' and old then

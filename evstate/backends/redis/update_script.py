@@ -312,11 +312,7 @@ local function update(KEYS, ARGV)
     return {'dup', done, was, now_is}
   end
   local now = clock_ms()
-  local member = ttl_member(ARGV[2], ARGV[3])
-  local old = redis.call('HGET', KEYS[4], ARGV[3])
-  local dl = redis.call('ZSCORE', KEYS[5], member)
-  local gone = false
-  if old and dl and tonumber(dl) <= now then gone, old, dl = old, false, false end
+  local member, old, dl, gone = load_key(KEYS, ARGV, now)
   local ok, new, errors = pcall(apply_ops, ARGV, old, 4)
   if not ok then  -- declined (or a fault of this engine): nothing written, Python decides
     local reason = new
