@@ -14,13 +14,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection, connect
+
+from tests.server.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 15.0  # seconds any single condition may take before a test fails
@@ -69,18 +69,6 @@ def run_process(
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 class ServeProcess:
     """A real ``python -m evstate serve ARGS`` (``--port 0`` unless a port is given)."""
 
@@ -117,12 +105,12 @@ class ServeProcess:
                 pytest.fail(f"evstate serve exited early: {self.lines}")
             return None
 
-        return str(wait_until(found, "evstate serve to listen"))
+        return str(wait_until(found, what="evstate serve to listen"))
 
-    def stop(self) -> int:
-        """SIGTERM, wait for the exit; returns the exit status."""
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` (SIGTERM), wait for the exit; returns the exit status."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         try:
             code = self.proc.wait(WAIT)
         except subprocess.TimeoutExpired:

@@ -136,12 +136,12 @@ def test_serve_logs_the_store_and_one_line_per_connection(serve: Serve, tmp_path
         store.set("s", "b", 2)
     server = serve("--dir", "kept")
     url = server.url()
-    wait_until(lambda: len(server.lines) >= 2, "the startup lines")
+    wait_until(lambda: len(server.lines) >= 2, what="the startup lines")
     assert any(f"data in {tmp_path / 'kept'}, at revision 2" in line for line in server.lines)
     before = len(server.lines)
     for _ in range(3):
         assert run_process("get", "--url", url, "s", "a").json == 1
-    wait_until(lambda: len(server.lines) >= before + 3, "a line per connection")
+    wait_until(lambda: len(server.lines) >= before + 3, what="a line per connection")
     assert server.stop() == 0
     per_connection = [line for line in server.lines[before:] if "shutting down" not in line]
     assert len(per_connection) == 3, server.lines  # one line each, not websockets' two more

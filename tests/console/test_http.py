@@ -22,9 +22,9 @@ import evstate
 from evstate.cli.serve import startup_lines
 from evstate.config import Config
 from evstate.testing import FaultyIO
+from tests.cli.cli_helpers import ServeProcess
 from tests.console.conftest import Console
 from tests.server.harness import WAIT, Raw, wait_until
-from tests.server.test_serve_cli import ServeProcess
 
 Response = tuple[int, http.client.HTTPMessage, bytes]
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +15,8 @@ from websockets.sync.client import connect
 
 import evstate
 from evstate.config import Config
-from tests.server.harness import WAIT, Raw, Served, wait_until
+from tests.cli.cli_helpers import ServeProcess
+from tests.server.harness import WAIT, Raw, Served
 
 CONFIG = """\
 workers:
@@ -38,54 +35,12 @@ workers:
 """
 
 
-class ServeProcess:
-    """``python -m evstate serve ...`` with its stderr collected."""
-
-    def __init__(self, *args: str, cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "evstate", "serve", *args],
-            cwd=cwd,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def url(self) -> str:
-        def found() -> str | None:
-            for line in list(self.lines):
-                match = re.search(r"listening on (ws://\S+)", line)
-                if match:
-                    return match.group(1)
-            if self.proc.poll() is not None:
-                pytest.fail(f"evstate serve exited early: {self.lines}")
-            return None
-
-        return str(wait_until(found, what="evstate serve to listen"))
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(WAIT)
-        self._reader.join(WAIT)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
-        return code
-
-
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     started: list[ServeProcess] = []
 
     def factory(*args: str) -> ServeProcess:
-        process = ServeProcess(*args, cwd=tmp_path)
+        process = ServeProcess(*args, cwd=tmp_path, port=False)
         started.append(process)
         return process
 
