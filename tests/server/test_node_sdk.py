@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,18 +52,26 @@ def ensure_node_sdk() -> str:
     return node
 
 
-def test_node_sdk_state_and_trigger(server: Served) -> None:
+def run_node_script(script: str, url: str) -> dict[str, Any]:
+    """Run ``tests/server/node/<script>`` against ``url``; its last JSON line, parsed."""
     node = ensure_node_sdk()
-    # OTel stays on: the Node SDK then also exercises /otel, which the server drains.
     result = subprocess.run(
-        [node, "client.mjs", server.url],
+        [node, script, url],
         cwd=NODE_DIR,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
-    out = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+    out: dict[str, Any] = json.loads(
+        [line for line in result.stdout.splitlines() if line.startswith("{")][-1]
+    )
+    return out
+
+
+def test_node_sdk_state_and_trigger(server: Served) -> None:
+    # OTel stays on: the Node SDK then also exercises /otel, which the server drains.
+    out = run_node_script("client.mjs", server.url)
     assert out["set"] == {"old_value": None, "new_value": {"status": "new", "n": 1}}
     assert out["get"] == {"status": "new", "n": 1}
     assert out["getMissing"] == "undefined"  # no `result` key: the SDK resolves undefined

@@ -6,26 +6,15 @@ test_node_sdk.py describes) against a server over a file store.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Callable
 
 from tests.server.harness import Served
-from tests.server.test_node_sdk import NODE_DIR, ensure_node_sdk
+from tests.server.test_node_sdk import run_node_script
 
 
 def test_node_sdk_worker_functions(make_server: Callable[..., Served]) -> None:
     served = make_server(file=True)
-    node = ensure_node_sdk()
-    result = subprocess.run(
-        [node, "worker_functions.mjs", served.url],
-        cwd=NODE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
-    out = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+    out = run_node_script("worker_functions.mjs", served.url)
     assert out["casCreate"] == {"swapped": True}
     assert out["casMiss"] == {"swapped": False, "current": {"by": "node"}}
     assert out["casSwap"] == {"swapped": True}
